@@ -1,0 +1,116 @@
+# Clinical encoder pipeline. `make help` lists the targets; `make train-morE` and `make test` are
+# all a newcomer needs. Settings live in configs/*.yaml (override with ARGS="key=value ...").
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMPS  := .stamps
+SETUP   := $(VENV)/.setup-stamp
+RUN     := $(PY) -m pipelines
+ARGS    ?=
+DATASET ?= demo
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+
+PIPELINE_SRC := $(shell find pipelines encoders configs -type f \( -name '*.py' -o -name '*.yaml' \) 2>/dev/null)
+
+.PHONY: help setup demo-data preprocess preprocess-xray preprocess-ecg preprocess-speech preprocess-reports \
+        train-morE train-more train-MoRE train-speech evaluate report continual unlearn promote rollback serve \
+        mlflow-ui test lint format bench bench-preprocess bench-train-step clean clean-data
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(SETUP) ## create .venv and install pinned dependencies (+ espeak-ng via apt when root)
+
+$(SETUP): pyproject.toml scripts/ensure-espeak.sh
+	@echo ">> creating $(VENV) and installing pinned dependencies (first time: a few minutes)"
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+	set -o pipefail; $(PY) -m pip install -q -e '.[dev]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	bash scripts/ensure-espeak.sh
+	touch $@
+
+$(STAMPS):
+	mkdir -p $@
+
+demo-data: $(STAMPS)/demo-data ## synthesise the demo cohort (DICOM, WFDB, WAV, reports) under data/raw/demo
+$(STAMPS)/demo-data: $(SETUP) configs/demo_data.yaml $(filter pipelines/demo%,$(PIPELINE_SRC)) | $(STAMPS)
+	$(RUN) demo-data --config configs/demo_data.yaml $(ARGS)
+	touch $@
+
+preprocess: preprocess-xray preprocess-ecg preprocess-speech preprocess-reports ## all preprocessing stages on the demo cohort
+
+preprocess-xray: $(STAMPS)/preprocess-xray ## DICOM/PNG chest X-rays -> shards + manifest + rejections + data card
+preprocess-ecg: $(STAMPS)/preprocess-ecg ## WFDB / DICOM ECGs -> shards + manifest + rejections + data card
+preprocess-speech: $(STAMPS)/preprocess-speech ## WAV/FLAC/OGG speech -> shards + manifest + rejections + data card
+preprocess-reports: $(STAMPS)/preprocess-reports ## reports -> sections, scrubbed text, rule labels
+
+$(STAMPS)/preprocess-%: $(STAMPS)/demo-data configs/preprocess.yaml $(filter pipelines/%,$(PIPELINE_SRC))
+	$(RUN) preprocess-$* --config configs/preprocess.yaml $(ARGS)
+	touch $@
+
+train-morE: $(STAMPS)/train-more ## the main job: setup, demo data, preprocess, train X-ray+ECG+report with CWCL, register
+train-more: train-morE ## alias of train-morE
+train-MoRE: train-morE ## alias of train-morE
+$(STAMPS)/train-more: $(STAMPS)/preprocess-xray $(STAMPS)/preprocess-ecg $(STAMPS)/preprocess-reports configs/train_more.yaml
+	$(RUN) train-more --config configs/train_more.yaml $(ARGS)
+	touch $@
+
+train-speech: $(STAMPS)/preprocess-speech ## speech <-> transcript/intent alignment with CWCL, register
+	$(RUN) train-speech --config configs/train_speech.yaml $(ARGS)
+
+evaluate: $(SETUP) ## zero-shot evaluation of a model version (default: champion, else latest)
+	$(RUN) evaluate --config configs/evaluate.yaml $(ARGS)
+
+report: $(SETUP) ## evaluation + the self-contained HTML report under reports/
+	$(RUN) report --config configs/evaluate.yaml $(ARGS)
+
+continual: $(SETUP) ## learn the demo task sequence from the champion with replay + distillation
+	$(RUN) continual --config configs/continual.yaml $(ARGS)
+
+unlearn: $(SETUP) ## remove subjects listed in FORGET=file from data, replay buffer and model; verify
+	$(RUN) unlearn --config configs/unlearn.yaml forget_list=$(FORGET) $(ARGS)
+
+promote: $(SETUP) ## gate a candidate against the champion and move aliases
+	$(RUN) promote --config configs/promote.yaml $(ARGS)
+
+rollback: $(SETUP) ## move champion back to previous
+	$(RUN) rollback --config configs/promote.yaml $(ARGS)
+
+mlflow-ui: $(SETUP) ## MLflow UI on 127.0.0.1:5000 against the local store
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+lint: $(SETUP) ## ruff lint + format check
+	$(VENV)/bin/ruff check pipelines encoders tests
+	$(VENV)/bin/ruff format --check pipelines encoders tests
+
+format: $(SETUP) ## apply ruff formatting and fixes
+	$(VENV)/bin/ruff check --fix pipelines encoders tests
+	$(VENV)/bin/ruff format pipelines encoders tests
+
+test: $(SETUP) lint ## lint + the test suite (no tests collected counts as failure)
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: bench-preprocess bench-train-step ## all benchmarks (ratios against baselines measured in the same run)
+
+bench-preprocess: $(SETUP) ## preprocessing files/s vs the raw decode floor, per modality
+	$(PY) -m pipelines.bench.preprocess $(ARGS)
+
+bench-train-step: $(SETUP) ## training-step samples/s and memory; CWCL vs CLIP loss time
+	$(PY) -m pipelines.bench.train_step $(ARGS)
+
+clean-data: ## remove generated data, stamps, MLflow store and reports
+	rm -rf data $(STAMPS) mlflow.db mlruns mlartifacts reports checkpoints
+
+clean: clean-data ## also remove the virtual environment
+	rm -rf $(VENV)

@@ -1,0 +1,105 @@
+"""``python -m pipelines <stage> [--config file.yaml] [key=value ...]``.
+
+Each stage is one module in ``pipelines/`` exposing a ``Config`` dataclass (every default in one
+place) and ``run(config) -> int``. The module docstring is the stage's ``--help`` text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+import typing
+
+from pipelines.config import ConfigError, dump_yaml, load_config
+from pipelines.errors import StageError
+
+# stage name -> (module, run function, config class). Aliases map to the same entry.
+STAGES: dict[str, tuple[str, str, str]] = {
+    "demo-data": ("pipelines.demo_data", "run", "Config"),
+    "preprocess": ("pipelines.preprocess", "run_all", "Config"),
+    "preprocess-xray": ("pipelines.preprocess", "run_xray", "Config"),
+    "preprocess-ecg": ("pipelines.preprocess", "run_ecg", "Config"),
+    "preprocess-speech": ("pipelines.preprocess", "run_speech", "Config"),
+    "preprocess-reports": ("pipelines.preprocess", "run_reports", "Config"),
+    "train-more": ("pipelines.train", "run_more", "Config"),
+    "train-speech": ("pipelines.train", "run_speech", "Config"),
+    "evaluate": ("pipelines.evaluate", "run", "Config"),
+    "report": ("pipelines.evaluate", "run_report", "Config"),
+    "continual": ("pipelines.continual", "run", "Config"),
+    "unlearn": ("pipelines.unlearn", "run", "Config"),
+    "promote": ("pipelines.promote", "run", "Config"),
+    "rollback": ("pipelines.promote", "run_rollback", "Config"),
+}
+ALIASES = {"train-more": ["train-morE", "train-MoRE"]}
+
+
+def _resolve(name: str) -> str:
+    for canonical, aliases in ALIASES.items():
+        if name in aliases:
+            return canonical
+    return name
+
+
+def _describe_fields(cls: type, prefix: str = "") -> list[str]:
+    lines = []
+    hints = typing.get_type_hints(cls)
+    instance = cls()
+    for field in dataclasses.fields(cls):
+        value = getattr(instance, field.name)
+        if dataclasses.is_dataclass(value):
+            lines.extend(_describe_fields(type(value), f"{prefix}{field.name}."))
+            continue
+        tp = hints[field.name]
+        tp_name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+        doc = field.metadata.get("help", "")
+        lines.append(f"  {prefix}{field.name} ({tp_name}, default {value!r}){': ' + doc if doc else ''}")
+    return lines
+
+
+def _available() -> list[str]:
+    out = []
+    for name, (module, *_rest) in STAGES.items():
+        if importlib.util.find_spec(module) is not None:
+            out.append(name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stages = _available()
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(__doc__)
+        print("stages:\n  " + "\n  ".join(stages))
+        return 0
+    name = _resolve(argv.pop(0))
+    if name not in stages:
+        print(f"error: unknown stage {name!r}; choose one of: {', '.join(stages)}", file=sys.stderr)
+        return 2
+    module_name, run_name, config_name = STAGES[name]
+    module = importlib.import_module(module_name)
+    config_cls = getattr(module, config_name)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m pipelines {name}",
+        description=(module.__doc__ or "").strip(),
+        epilog="settings (override with key=value):\n" + "\n".join(_describe_fields(config_cls)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", help="YAML file with settings for this stage")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="setting overrides")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(config_cls, args.config, args.overrides)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    print(f"# stage {name} config\n{dump_yaml(config)}", end="", flush=True)
+    if args.print_config:
+        return 0
+    try:
+        return int(getattr(module, run_name)(config) or 0)
+    except StageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,1 @@
+"""Readers per modality, manifests, shards, splits, data cards and datasets."""

@@ -1,0 +1,60 @@
+"""The stage CLI: typed configs from YAML and key=value overrides, readable errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.config import ConfigError, config_hash, flatten, load_config
+
+
+@dataclasses.dataclass
+class _Lora:
+    r: int = 8
+    targets: list[str] = dataclasses.field(default_factory=lambda: ["query", "value"])
+
+
+@dataclasses.dataclass
+class _Config:
+    lr: float = 1e-3
+    amp: bool = False
+    name: str = "x"
+    lora: _Lora = dataclasses.field(default_factory=_Lora)
+
+
+def test_defaults_yaml_and_overrides_merge_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.01\nlora:\n  r: 4\n")
+    config = load_config(_Config, path, ["lora.targets=q_proj,v_proj", "amp=true"])
+    assert config.lr == 0.01
+    assert config.lora.r == 4
+    assert config.lora.targets == ["q_proj", "v_proj"]
+    assert config.amp is True
+    assert config.name == "x"
+
+
+def test_unknown_key_is_refused_with_the_valid_keys() -> None:
+    with pytest.raises(ConfigError, match="unknown key.*lrr.*valid keys"):
+        load_config(_Config, None, ["lrr=1"])
+
+
+def test_wrong_type_is_refused() -> None:
+    with pytest.raises(ConfigError, match="lora.r"):
+        load_config(_Config, None, ["lora.r=abc"])
+
+
+def test_flatten_and_hash_are_stable() -> None:
+    config = _Config()
+    assert flatten(config)["lora.r"] == 8
+    assert config_hash(config) == config_hash(_Config())
+    assert config_hash(config) != config_hash(load_config(_Config, None, ["lr=2"]))
+
+
+def test_cli_lists_stages_and_rejects_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "stages:" in capsys.readouterr().out
+    assert main(["no-such-stage"]) == 2
+    assert "unknown stage" in capsys.readouterr().err
