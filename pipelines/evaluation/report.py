@@ -1,0 +1,511 @@
+"""The clinical zero-shot report: one self-contained HTML file (inline CSS, figures as base64 PNG, no
+scripts, no external assets), readable offline by a clinician and an ML engineer.
+
+``render_report(context, path)`` takes plain data (numbers, lists, arrays) and draws everything
+itself, so the evaluate stage, the continual and unlearning stages and the tests can all build a
+context without importing each other. Every string that reaches the page goes through
+``html.escape``. Context keys (all optional except ``model``):
+
+- ``title``: str
+- ``model``: mapping shown as a table (name, version, run id, alias, created, ...)
+- ``model_card``: ``{"intended_use": str, "limitations": [str], "data_cards": [{"name", "summary"}]}``
+- ``data_summary``: list of row mappings (a table), e.g. split counts per view and label counts
+- ``tasks``: list of ``task_context(...)`` dicts: per-finding table with CIs, macro/micro rows, ROC
+  curves (from ``curves: {label: {"y_true", "y_score"}}``), reliability diagrams (from
+  ``calibration: {label: ReliabilityBins.as_dict()}``)
+- ``retrieval``, ``modality_gap``, ``linear_probe``, ``baselines``, ``prompt_weighting``: lists of row
+  mappings (tables)
+- ``embedding_map``: ``{"embeddings": [N, D], "modality": [N], "label": [N]}`` (PCA drawn here)
+- ``explanations``: ``{"xray": [{"image": [H, W], "heatmap": [H, W], "caption"}],
+  "ecg": [{"signal": [12, T], "saliency": [12, T], "importance": [12], "caption"}]}``
+- ``prompts``: ``{task: {label: {"positive": [str], "negative": [str]}}}``
+- ``continual``, ``unlearning``, ``real_data``, and any of ``extra_sections`` (a list): section dicts
+  ``{"title", "text", "table": [rows], "matrix": {"rows": [..], "columns": [..], "values": [[..]],
+  "caption"}}``, rendered when present.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.evaluation.explain import ECG_LEADS
+from pipelines.evaluation.metrics import CLASS_STATS, ClassificationResult, roc_points
+
+NOT_FOR_CLINICAL_USE = (
+    "NOT FOR CLINICAL USE. This model and report are research artefacts. They have not been validated "
+    "for diagnosis, triage or any clinical decision, and must not be used to make one."
+)
+
+DEFAULT_LIMITATIONS = [
+    "Zero-shot scores depend on the wording of the prompts; see the prompts section.",
+    "Labels come from an automatic report labeller; uncertain mentions are excluded, not counted as negative.",
+    "Confidence intervals are percentile bootstrap intervals over the test split only; they do not cover "
+    "shifts in population, scanner, site or time.",
+    "Performance on the synthetic demo cohort says nothing about performance on patients.",
+]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1100px;
+padding:1rem 2rem;color:#1d232a;line-height:1.45}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:2px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
+h3{margin-bottom:.3rem}
+.warning{background:#fff1f0;border:3px solid #c62828;color:#8e0000;padding:.8rem 1rem;font-weight:700;
+font-size:1.1rem;border-radius:6px;margin:1rem 0}
+table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9rem}
+th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#f3f5f7}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.avg td{font-weight:600;background:#fafbfc}
+figure{margin:.5rem 0 1rem}figcaption{font-size:.85rem;color:#57606a}
+img{max-width:100%;height:auto}.muted{color:#57606a;font-size:.9rem}
+nav ul{columns:3;font-size:.9rem}.scroll{overflow-x:auto}small.ci{color:#57606a}
+"""
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Numbers as shown in the report (tests compare against this): floats with ``digits``
+    decimals, NaN/None as "n/a", ints as ints."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "n/a" if math.isnan(float(value)) else f"{float(value):.{digits}f}"
+    return str(value)
+
+
+def fmt_ci(ci: Sequence[float] | None) -> str:
+    if ci is None or len(ci) != 2 or any(v is None or math.isnan(float(v)) for v in ci):
+        return "n/a"
+    return f"{fmt(ci[0])}–{fmt(ci[1])}"
+
+
+def _e(value: Any) -> str:
+    return html.escape(fmt(value) if not isinstance(value, str) else value, quote=True)
+
+
+def _is_numeric(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _table(rows: Sequence[Mapping[str, Any]], css_class: str = "") -> str:
+    """A table from row mappings; columns in first-seen order; (low, high) pairs shown as a CI."""
+    if not rows:
+        return '<p class="muted">No data.</p>'
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for c in columns:
+            v = row.get(c)
+            if isinstance(v, Mapping) and "value" in v:
+                # an estimate with its CI, on two lines to keep wide tables readable
+                ci = (
+                    f'<br><small class="ci">{_e(fmt_ci(v.get("ci")))}</small>'
+                    if v.get("ci") is not None
+                    else ""
+                )
+                cells.append(f'<td class="num">{_e(v["value"])}{ci}</td>')
+            elif isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_numeric(x) for x in v):
+                cells.append(f'<td class="num">{_e(fmt_ci(v))}</td>')
+            elif _is_numeric(v):
+                cells.append(f'<td class="num">{_e(v)}</td>')
+            else:
+                cells.append(f"<td>{_e('' if v is None else str(v))}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    cls = f' class="{html.escape(css_class)}"' if css_class else ""
+    return (
+        f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _figure(fig: Any, caption: str, alt: str) -> str:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(alt, quote=True)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def roc_figure(curves: Mapping[str, Mapping[str, Sequence[float]]], title: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.plot([0, 1], [0, 1], ls="--", color="#999", lw=1, label="chance")
+    for label, data in curves.items():
+        y, s = np.asarray(data["y_true"]), np.asarray(data["y_score"], dtype=float)
+        if y.size == 0 or y.min() == y.max():
+            continue
+        fpr, tpr = roc_points(y, s)
+        ax.plot(fpr, tpr, lw=1.5, label=str(label))
+    ax.set(
+        xlabel="1 - specificity (false positive rate)",
+        ylabel="sensitivity",
+        title=title,
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    ax.legend(fontsize=7, loc="lower right")
+    return _figure(fig, f"ROC curves, {title} (test split).", f"ROC curves for {title}")
+
+
+def calibration_figure(bins: Mapping[str, Mapping[str, Sequence[float]]], title: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    ax.plot([0, 1], [0, 1], ls="--", color="#999", lw=1, label="perfect calibration")
+    for label, b in bins.items():
+        conf = np.asarray(b["confidence"], dtype=float)
+        freq = np.asarray(b["frequency"], dtype=float)
+        ok = ~np.isnan(conf) & ~np.isnan(freq)
+        ax.plot(conf[ok], freq[ok], marker="o", ms=3, lw=1.2, label=str(label))
+    ax.set(xlabel="predicted probability", ylabel="observed frequency", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=7, loc="upper left")
+    return _figure(
+        fig, f"Reliability diagram, {title} (equal-width bins, test split).", f"calibration {title}"
+    )
+
+
+def embedding_figure(embeddings: np.ndarray, modality: Sequence[str], label: Sequence[str]) -> str:
+    from sklearn.decomposition import PCA
+
+    plt = _plt()
+    x = np.asarray(embeddings, dtype=np.float64)
+    points = PCA(n_components=2, random_state=0).fit_transform(x) if len(x) >= 3 else np.zeros((len(x), 2))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    for ax, groups, name in ((axes[0], modality, "modality"), (axes[1], label, "label")):
+        groups = np.asarray([str(g) for g in groups])
+        for g in sorted(set(groups)):
+            sel = groups == g
+            ax.scatter(points[sel, 0], points[sel, 1], s=10, alpha=0.75, label=g)
+        ax.set(title=f"coloured by {name}", xlabel="PC 1", ylabel="PC 2")
+        ax.legend(fontsize=7, markerscale=1.5)
+    return _figure(
+        fig, "Embeddings of the test split, first two principal components (PCA).", "embedding map"
+    )
+
+
+def xray_explanation_figure(image: np.ndarray, heatmap: np.ndarray, caption: str) -> str:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(6, 3))
+    axes[0].imshow(np.asarray(image), cmap="gray")
+    axes[1].imshow(np.asarray(image), cmap="gray")
+    axes[1].imshow(np.asarray(heatmap), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    for ax, t in zip(axes, ("image", "saliency"), strict=True):
+        ax.set_title(t, fontsize=9)
+        ax.axis("off")
+    return _figure(fig, caption, "X-ray saliency heat map")
+
+
+def ecg_explanation_figure(
+    signal: np.ndarray, saliency: np.ndarray, importance: Sequence[float], caption: str
+) -> str:
+    plt = _plt()
+    signal, saliency = np.asarray(signal, dtype=float), np.asarray(saliency, dtype=float)
+    fig, (ax, bar) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw={"width_ratios": [4, 1]})
+    t = np.arange(signal.shape[1])
+    span = np.nanmax(np.abs(signal)) or 1.0
+    for i in range(signal.shape[0]):
+        offset = -2.2 * span * i
+        ax.plot(t, signal[i] + offset, color="#222", lw=0.6)
+        ax.scatter(t, signal[i] + offset, c=saliency[i], cmap="Reds", s=2, vmin=0, vmax=1)
+    ax.set_yticks([-2.2 * span * i for i in range(signal.shape[0])], list(ECG_LEADS[: signal.shape[0]]))
+    ax.set_xlabel("sample")
+    bar.barh(list(ECG_LEADS[: len(importance)])[::-1], list(importance)[::-1], color="#c62828")
+    bar.set_xlabel("lead importance")
+    return _figure(fig, caption, "ECG lead saliency")
+
+
+def matrix_figure(matrix: Mapping[str, Any]) -> str:
+    plt = _plt()
+    values = np.asarray(matrix["values"], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * values.shape[1], 1.0 + 0.6 * values.shape[0]))
+    im = ax.imshow(values, cmap="viridis")
+    ax.set_xticks(
+        range(values.shape[1]), [str(c) for c in matrix.get("columns", range(values.shape[1]))], rotation=30
+    )
+    ax.set_yticks(range(values.shape[0]), [str(r) for r in matrix.get("rows", range(values.shape[0]))])
+    for (i, j), v in np.ndenumerate(values):
+        ax.text(j, i, fmt(v, 2), ha="center", va="center", color="w", fontsize=8)
+    fig.colorbar(im, ax=ax)
+    return _figure(fig, str(matrix.get("caption", "")), "matrix")
+
+
+# --------------------------------------------------------------------------- context helpers
+
+
+def task_context(
+    name: str,
+    result: ClassificationResult,
+    curves: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    calibration: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    ece: Mapping[str, float] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """A ``tasks`` entry from a ``metrics.ClassificationResult`` (the numbers the stage logs)."""
+    rows = []
+    for label, res in result.per_class.items():
+        row: dict[str, Any] = {
+            "finding": label,
+            "positive": res.counts.positive,
+            "negative": res.counts.negative,
+            "uncertain (excluded)": res.counts.uncertain,
+            "not mentioned": res.counts.missing,
+            "threshold": res.threshold,
+        }
+        for stat in CLASS_STATS:
+            row[stat] = {"value": res.metrics[stat], "ci": tuple(res.ci[stat])}
+        if ece is not None:
+            row["ECE"] = ece.get(label, math.nan)
+        rows.append(row)
+    return {
+        "name": name,
+        "description": description,
+        "threshold_method": result.threshold_method,
+        "n_resamples": result.n_resamples,
+        "rows": rows,
+        "macro": {**result.macro, **{f"{s}_ci": result.macro_ci[s] for s in CLASS_STATS}},
+        "micro": dict(result.micro),
+        "curves": dict(curves or {}),
+        "calibration": dict(calibration or {}),
+    }
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _section(anchor: str, title: str, body: str) -> tuple[str, str, str]:
+    return anchor, title, f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def _model_card(ctx: Mapping[str, Any]) -> str:
+    card = ctx.get("model_card") or {}
+    parts = [f'<div class="warning" role="alert">{html.escape(NOT_FOR_CLINICAL_USE)}</div>']
+    parts.append(_table([{"field": k, "value": v} for k, v in (ctx.get("model") or {}).items()]))
+    parts.append("<h3>Intended use</h3>")
+    parts.append(
+        f"<p>{html.escape(card.get('intended_use') or 'Research on zero-shot recognition of findings in chest X-rays and ECGs from text prompts; method development and auditing.')}</p>"
+    )
+    parts.append("<h3>Limitations</h3><ul>")
+    parts.extend(
+        f"<li>{html.escape(str(item))}</li>" for item in card.get("limitations") or DEFAULT_LIMITATIONS
+    )
+    parts.append("</ul>")
+    cards = card.get("data_cards") or []
+    if cards:
+        parts.append("<h3>Training data cards</h3>")
+        parts.append(
+            _table([{"data card": c.get("name", ""), "summary": c.get("summary", "")} for c in cards])
+        )
+    return "".join(parts)
+
+
+def _task_block(task: Mapping[str, Any]) -> str:
+    name = str(task.get("name", "task"))
+    parts = [f"<h3>{html.escape(name)}</h3>"]
+    if task.get("description"):
+        parts.append(f"<p>{html.escape(str(task['description']))}</p>")
+    parts.append(
+        f'<p class="muted">Each cell: estimate, and below it the 95% CI. Threshold chosen on the validation split by {html.escape(str(task.get("threshold_method", "")))}; '
+        f"95% CIs from {html.escape(fmt(task.get('n_resamples')))} bootstrap resamples of the test split.</p>"
+    )
+    rows = [dict(r) for r in task.get("rows", [])]
+    for kind in ("macro", "micro"):
+        avg = task.get(kind) or {}
+        if avg:
+            row: dict[str, Any] = {"finding": f"{kind} average"}
+            for stat in CLASS_STATS:
+                ci = avg.get(f"{stat}_ci")
+                row[stat] = {"value": avg.get(stat, math.nan), "ci": tuple(ci) if ci is not None else None}
+            rows.append(row)
+    parts.append(_table(rows, "per-class"))
+    figures = []
+    if task.get("curves"):
+        figures.append(roc_figure(task["curves"], name))
+    if task.get("calibration"):
+        figures.append(calibration_figure(task["calibration"], name))
+    parts.extend(figures)
+    return "".join(parts)
+
+
+def _explanations(ctx: Mapping[str, Any]) -> str:
+    ex = ctx.get("explanations") or {}
+    parts = [
+        '<p class="muted">Gradient saliency (SmoothGrad) of the top finding\'s zero-shot score with respect to '
+        "the input: where a change of the input would most change the score. It is not a segmentation "
+        "and can highlight shortcuts (markers, borders) as readily as anatomy.</p>"
+    ]
+    for item in ex.get("xray", []):
+        parts.append(xray_explanation_figure(item["image"], item["heatmap"], str(item.get("caption", ""))))
+    for item in ex.get("ecg", []):
+        parts.append(
+            ecg_explanation_figure(
+                item["signal"], item["saliency"], item["importance"], str(item.get("caption", ""))
+            )
+        )
+        importance = item["importance"]
+        parts.append(
+            _table(
+                [
+                    {"lead": lead, "importance": float(v)}
+                    for lead, v in zip(ECG_LEADS, importance, strict=False)
+                ]
+            )
+        )
+    return "".join(parts)
+
+
+def _prompts(prompts: Mapping[str, Mapping[str, Mapping[str, Sequence[str]]]]) -> str:
+    parts = []
+    for task, labels in prompts.items():
+        parts.append(f"<h3>{html.escape(str(task))}</h3>")
+        rows = []
+        for label, sides in labels.items():
+            rows.append(
+                {
+                    "finding": label,
+                    "positive prompts": " | ".join(str(p) for p in sides.get("positive", [])),
+                    "negative prompts": " | ".join(str(p) for p in sides.get("negative", [])),
+                }
+            )
+        parts.append(_table(rows))
+    return "".join(parts)
+
+
+def _generic(section: Mapping[str, Any]) -> str:
+    parts = []
+    if section.get("text"):
+        parts.append(f"<p>{html.escape(str(section['text']))}</p>")
+    if section.get("table"):
+        parts.append(_table(section["table"]))
+    matrix = section.get("matrix")
+    if matrix:
+        values = np.asarray(matrix["values"], dtype=float)
+        columns = [str(c) for c in matrix.get("columns", range(values.shape[1]))]
+        rows = [str(r) for r in matrix.get("rows", range(values.shape[0]))]
+        parts.append(
+            _table(
+                [
+                    {"": r, **{c: float(v) for c, v in zip(columns, vals, strict=True)}}
+                    for r, vals in zip(rows, values, strict=True)
+                ]
+            )
+        )
+        parts.append(matrix_figure(matrix))
+    return "".join(parts)
+
+
+def _sections(ctx: Mapping[str, Any]) -> Iterable[tuple[str, str, str]]:
+    yield _section("model-card", "Model card", _model_card(ctx))
+    if ctx.get("data_summary"):
+        yield _section("data", "Data summary", _table(ctx["data_summary"]))
+    if ctx.get("tasks"):
+        yield _section("zero-shot", "Zero-shot classification", "".join(_task_block(t) for t in ctx["tasks"]))
+    if ctx.get("baselines"):
+        yield _section(
+            "baselines",
+            "Comparison with baselines",
+            '<p class="muted">The same evaluation on an untrained model of the same architecture (chance '
+            "floor) and, when one exists, the current champion.</p>" + _table(ctx["baselines"]),
+        )
+    if ctx.get("prompt_weighting"):
+        yield _section(
+            "prompt-weighting",
+            "Prompt weighting: equal weights vs ZPE",
+            '<p class="muted">ZPE (Allingham et al. 2023) weights prompt templates by their bias-corrected '
+            "confidence on the unlabelled test embeddings.</p>" + _table(ctx["prompt_weighting"]),
+        )
+    if ctx.get("linear_probe"):
+        yield _section(
+            "linear-probe",
+            "Linear probe (supervised reference)",
+            '<p class="muted">Logistic regression on frozen embeddings, trained on the train split.</p>'
+            + _table(ctx["linear_probe"]),
+        )
+    if ctx.get("retrieval"):
+        yield _section("retrieval", "Cross-modal retrieval", _table(ctx["retrieval"]))
+    if ctx.get("modality_gap"):
+        yield _section(
+            "modality-gap",
+            "Modality gap",
+            '<p class="muted">Centroid distance (Liang et al. 2022); alignment and uniformity (Wang &amp; Isola '
+            "2020), lower is better for both.</p>" + _table(ctx["modality_gap"]),
+        )
+    emap = ctx.get("embedding_map")
+    if emap and len(emap.get("embeddings", [])):
+        yield _section(
+            "embedding-map",
+            "Embedding map",
+            embedding_figure(emap["embeddings"], emap["modality"], emap["label"]),
+        )
+    if ctx.get("explanations"):
+        yield _section("explanations", "Explanation examples", _explanations(ctx))
+    if ctx.get("prompts"):
+        yield _section("prompts", "Prompts used", _prompts(ctx["prompts"]))
+    for key, default_title in (
+        ("continual", "Continual learning: forgetting matrix"),
+        ("unlearning", "Unlearning verification"),
+        ("real_data", "Evidence on real data samples"),
+    ):
+        if ctx.get(key):
+            yield _section(
+                key.replace("_", "-"), str(ctx[key].get("title", default_title)), _generic(ctx[key])
+            )
+    for i, extra in enumerate(ctx.get("extra_sections") or []):
+        yield _section(f"extra-{i}", str(extra.get("title", f"Section {i + 1}")), _generic(extra))
+
+
+def render_report(context: Mapping[str, Any], path: str | Path) -> Path:
+    """Write the report to ``path`` (parents created) and return it."""
+    model = context.get("model") or {}
+    title = str(
+        context.get("title") or f"Zero-shot report: {model.get('name', 'model')} v{model.get('version', '?')}"
+    )
+    sections = list(_sections(context))
+    nav = "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t, _ in sections)
+    generated = context.get("generated") or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<header><h1>{html.escape(title)}</h1>"
+        f'<p class="muted">Generated {html.escape(str(generated))}. Self-contained: no scripts, no external resources.</p>'
+        f'<div class="warning" role="alert">{html.escape(NOT_FOR_CLINICAL_USE)}</div></header>'
+        f"<nav><ul>{nav}</ul></nav>{''.join(body for _, _, body in sections)}</body></html>"
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
