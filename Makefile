@@ -114,3 +114,6 @@ clean-data: ## remove generated data, stamps, MLflow store and reports
 
 clean: clean-data ## also remove the virtual environment
 	rm -rf $(VENV)
+
+serve: $(SETUP) ## serve the champion with `mlflow models serve` on 127.0.0.1 (PORT=5001)
+	$(PY) -m pipelines.registry.serve --port $${PORT:-5001} $(ARGS)

@@ -24,7 +24,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "preprocess-speech": ("pipelines.preprocess", "run_speech", "Config"),
     "preprocess-reports": ("pipelines.preprocess", "run_reports", "Config"),
     "train-more": ("pipelines.train", "run_more", "Config"),
-    "train-speech": ("pipelines.train", "run_speech", "Config"),
+    "train-speech": ("pipelines.train", "run_speech", "SpeechConfig"),
     "evaluate": ("pipelines.evaluate", "run", "Config"),
     "report": ("pipelines.evaluate", "run_report", "Config"),
     "continual": ("pipelines.continual", "run", "Config"),

@@ -1,0 +1,179 @@
+"""Training/evaluation datasets over processed shards: modalities joined into studies.
+
+A *view* is one input of a study as the model sees it: an array from a modality's shards (``xray``,
+``ecg``, ``speech``) or a text column of a manifest (``radiology_report``, ``transcript``). Views are
+joined on a key column (``study_id`` for MoRE, ``sample_id`` when every row is its own study, as for
+speech). Any view may be missing for a study; the collate function returns a ``present`` mask per
+view so that the objective can skip missing pairs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from pipelines.data.manifest import ShardStore, load_manifest
+from pipelines.errors import StageError
+
+ECG_LEADS = 12
+
+
+@dataclasses.dataclass
+class ViewSpec:
+    """Where a view comes from: ``modality`` dir under the processed root, and for text views the column."""
+
+    modality: str
+    column: str | None = None
+    where: dict[str, str] = dataclasses.field(default_factory=dict)
+    tower: str = "text"
+
+    @property
+    def is_text(self) -> bool:
+        return self.column is not None
+
+
+def _filter(frame: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:
+    for column, value in where.items():
+        frame = frame[frame[column].astype(str) == str(value)]
+    return frame
+
+
+class StudyDataset(Dataset):
+    """Studies of one split, each a dict ``{view: array | str | None}`` plus key and labels.
+
+    ``max_speech_samples`` crops/pads speech deterministically (start of the utterance); training-time
+    randomness lives in the augmentations, not here.
+    """
+
+    def __init__(
+        self,
+        processed_root: str | Path,
+        split: str | list[str],
+        views: dict[str, ViewSpec],
+        key: str = "study_id",
+        max_speech_samples: int = 16000 * 2,
+        exclude_sample_ids: set[str] | None = None,
+    ) -> None:
+        self.root = Path(processed_root)
+        self.views = views
+        self.key = key
+        self.max_speech_samples = max_speech_samples
+        splits = [split] if isinstance(split, str) else list(split)
+        exclude = exclude_sample_ids or set()
+        self._stores: dict[str, ShardStore] = {}
+        self._rows: dict[str, dict[str, dict[str, Any]]] = {}
+        keys: set[str] = set()
+        for view, spec in views.items():
+            modality_dir = self.root / spec.modality
+            if not (modality_dir / "manifest.csv").is_file():
+                raise StageError(
+                    f"no processed {spec.modality} data at {modality_dir} (view {view!r}): "
+                    f"run `make preprocess-{spec.modality}` first"
+                )
+            frame = load_manifest(modality_dir)
+            frame = _filter(frame[frame["split"].isin(splits)], spec.where)
+            frame = frame[~frame["sample_id"].isin(exclude)]
+            if not spec.is_text:
+                self._stores.setdefault(spec.modality, ShardStore(modality_dir))
+            # One row per study and view: the first crop/image (stable: manifests are sorted by sample_id).
+            frame = frame.sort_values(["sample_id"]).drop_duplicates(subset=[key], keep="first")
+            self._rows[view] = {str(row[key]): row for row in frame.to_dict("records")}
+            keys.update(self._rows[view])
+        self.keys = sorted(keys)
+        if not self.keys:
+            raise StageError(f"no samples in split(s) {splits} under {self.root} for views {list(views)}")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def view_row(self, view: str, key: str) -> dict[str, Any] | None:
+        return self._rows[view].get(key)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        key = self.keys[index]
+        item: dict[str, Any] = {"key": key, "index": index}
+        for view, spec in self.views.items():
+            row = self._rows[view].get(key)
+            if row is None:
+                item[view] = None
+                continue
+            if spec.is_text:
+                text = row.get(spec.column)
+                item[view] = (
+                    None if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
+                )
+                continue
+            array = np.asarray(self._stores[spec.modality].get(int(row["shard"]), int(row["index"])))
+            item[view] = self._to_tensor(spec.modality, array)
+            if spec.modality == "ecg":
+                mask = str(row.get("lead_mask", "1" * ECG_LEADS)).zfill(ECG_LEADS)
+                item[f"{view}_lead_mask"] = torch.tensor([c == "1" for c in mask], dtype=torch.bool)
+            if spec.modality == "speech":
+                item[f"{view}_length"] = min(
+                    int(row.get("n_samples", array.shape[-1])), self.max_speech_samples
+                )
+        return item
+
+    def _to_tensor(self, modality: str, array: np.ndarray) -> torch.Tensor:
+        if modality == "xray":
+            # Shards hold the stage's normalised image in uint8/uint16/float16; towers take [0, 1] grey.
+            scale = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0}.get(array.dtype, 1.0)
+            image = torch.from_numpy(array.astype(np.float32) / scale)
+            return image.unsqueeze(0) if image.ndim == 2 else image
+        if modality == "ecg":
+            return torch.from_numpy(np.nan_to_num(array.astype(np.float32)))
+        if modality == "speech":
+            wave = np.zeros(self.max_speech_samples, dtype=np.float32)
+            n = min(array.shape[-1], self.max_speech_samples)
+            wave[:n] = array[..., :n]
+            return torch.from_numpy(wave)
+        raise ValueError(f"unknown array modality {modality!r}")
+
+    def labels(self, view: str, columns: list[str]) -> pd.DataFrame:
+        """Label columns of ``view``'s rows in dataset order (NaN where the view or label is missing)."""
+        records = []
+        for key in self.keys:
+            row = self._rows[view].get(key) or {}
+            records.append({c: row.get(c, np.nan) for c in columns})
+        return pd.DataFrame.from_records(records, columns=columns, index=self.keys)
+
+
+def collate_studies(items: list[dict[str, Any]], views: dict[str, ViewSpec]) -> dict[str, Any]:
+    """Stack views; missing entries become zeros (arrays) or "" (texts) with ``present[view] = False``."""
+    batch: dict[str, Any] = {
+        "key": [it["key"] for it in items],
+        "index": torch.tensor([it["index"] for it in items]),
+        "present": {},
+    }
+    for view, spec in views.items():
+        present = torch.tensor([it[view] is not None for it in items], dtype=torch.bool)
+        batch["present"][view] = present
+        if spec.is_text:
+            batch[view] = [it[view] or "" for it in items]
+            continue
+        template = next((it[view] for it in items if it[view] is not None), None)
+        if template is None:
+            batch[view] = None
+            continue
+        batch[view] = torch.stack(
+            [it[view] if it[view] is not None else torch.zeros_like(template) for it in items]
+        )
+        if spec.modality == "ecg":
+            batch[f"{view}_lead_mask"] = torch.stack(
+                [it.get(f"{view}_lead_mask", torch.zeros(ECG_LEADS, dtype=torch.bool)) for it in items]
+            )
+        if spec.modality == "speech":
+            batch[f"{view}_length"] = torch.tensor([it.get(f"{view}_length", 0) for it in items])
+    return batch
+
+
+def read_normalisation(processed_root: str | Path, modality: str) -> dict[str, Any]:
+    path = Path(processed_root) / modality / "normalisation.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
