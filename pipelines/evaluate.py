@@ -22,20 +22,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pipelines.data.dataset import ViewSpec, more_views
 from pipelines.errors import StageError
 from pipelines.evaluation import metrics as M
 from pipelines.evaluation.calibration import apply_temperature, fit_temperature, reliability_bins
 from pipelines.evaluation.zpe import weighted_class_embeddings, zpe_weights
-
-
-@dataclasses.dataclass
-class ViewConfig:
-    """A view as in ``pipelines.data.dataset.ViewSpec`` (modality dir, text column, row filter, tower)."""
-
-    modality: str
-    tower: str
-    column: str | None = None
-    where: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -46,15 +37,6 @@ class TaskConfig:
     view: str
     prompt_set: str
     labels_from: str
-
-
-def _views() -> dict[str, ViewConfig]:
-    return {
-        "xray": ViewConfig(modality="xray", tower="image"),
-        "ecg": ViewConfig(modality="ecg", tower="ecg"),
-        "radiology_report": ViewConfig("reports", "text", "text", {"kind": "radiology"}),
-        "cardiology_report": ViewConfig("reports", "text", "text", {"kind": "cardiology"}),
-    }
 
 
 def _tasks() -> dict[str, TaskConfig]:
@@ -77,7 +59,7 @@ class Config:
     )
     train_split: str = dataclasses.field(default="train", metadata={"help": "split for the linear probe"})
     key: str = "study_id"
-    views: dict[str, ViewConfig] = dataclasses.field(default_factory=_views)
+    views: dict[str, ViewSpec] = dataclasses.field(default_factory=more_views)
     tasks: dict[str, TaskConfig] = dataclasses.field(default_factory=_tasks)
     retrieval_pairs: list[str] = dataclasses.field(
         default_factory=lambda: ["xray:radiology_report", "ecg:cardiology_report", "xray:ecg"],
@@ -298,29 +280,16 @@ def _load_model(cfg: Config, ref: str) -> tuple[Any, Any]:
 def _embed(model: Any, cfg: Config, split: str) -> SplitEmbeddings:
     """Embeddings per view + labels for one split (``pipelines.data.dataset.StudyDataset`` and
     ``embed_split``)."""
-    from pipelines.data.dataset import StudyDataset, ViewSpec, embed_split
+    from pipelines.data.dataset import StudyDataset
+    from pipelines.train import embed_dataset, resolve_device
 
-    specs = {
-        n: ViewSpec(modality=v.modality, column=v.column, where=dict(v.where), tower=v.tower)
-        for n, v in cfg.views.items()
-    }
-    dataset = StudyDataset(cfg.data_root, split, specs, key=cfg.key)
-    per_view = embed_split(model, cfg.data_root, split, specs, cfg.batch_size)
-    index = {k: i for i, k in enumerate(dataset.keys)}
-    n = len(dataset.keys)
-    embeddings, present = {}, {}
-    for view, (ids, emb) in per_view.items():
-        emb = np.asarray(emb, dtype=np.float64)
-        full = np.zeros((n, emb.shape[1]))
-        mask = np.zeros(n, dtype=bool)
-        for row, key in enumerate(ids):
-            if str(key) in index:
-                full[index[str(key)]] = emb[row]
-                mask[index[str(key)]] = True
-        embeddings[view], present[view] = full, mask
+    dataset = StudyDataset(cfg.data_root, split, cfg.views, key=cfg.key)
+    feats, masks = embed_dataset(model, dataset, cfg.views, cfg.batch_size, resolve_device(cfg.device))
+    embeddings = {v: f.numpy().astype(np.float64) for v, f in feats.items()}
+    present = {v: m.numpy().astype(bool) for v, m in masks.items()}
     labels = {}
     for task in cfg.tasks.values():
-        if task.labels_from in specs and task.labels_from not in labels:
+        if task.labels_from in cfg.views and task.labels_from not in labels:
             columns = _label_columns(task)
             table = dataset.labels(task.labels_from, columns)
             labels[task.labels_from] = {c: table[c].to_numpy(dtype=float) for c in columns}
@@ -436,14 +405,10 @@ def _explanations(model: Any, cfg: Config, evaluation: Mapping[str, Any]) -> dic
     """Saliency for the first few test studies with each image view, for the finding scored highest."""
     import torch
 
-    from pipelines.data.dataset import StudyDataset, ViewSpec
+    from pipelines.data.dataset import StudyDataset
     from pipelines.evaluation.explain import ecg_saliency, xray_heatmap
 
-    specs = {
-        n: ViewSpec(modality=v.modality, column=v.column, where=dict(v.where), tower=v.tower)
-        for n, v in cfg.views.items()
-    }
-    dataset = StudyDataset(cfg.data_root, cfg.split, specs, key=cfg.key)
+    dataset = StudyDataset(cfg.data_root, cfg.split, cfg.views, key=cfg.key)
     out: dict[str, list[dict]] = {"xray": [], "ecg": []}
     for name, tr in evaluation["tasks"].items():
         task = cfg.tasks[name]

@@ -37,19 +37,11 @@ from encoders import (
     default_speech_config,
 )
 from pipelines.data.augment import AugmentConfig, augment_ecg, augment_speech, augment_xray, step_generator
-from pipelines.data.dataset import StudyDataset, ViewSpec, collate_studies, read_normalisation
+from pipelines.data.dataset import StudyDataset, ViewSpec, collate_studies, more_views, read_normalisation
 from pipelines.errors import StageError
 from pipelines.evaluation.metrics import retrieval_both_directions
 
 SPEECH_FS_HZ = 16000
-
-
-@dataclasses.dataclass
-class ViewConfig:
-    modality: str
-    tower: str
-    column: str | None = None
-    where: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -87,7 +79,7 @@ class TrainConfig:
     task: str = "more"
     data_root: str = "data/processed/demo"
     key: str = dataclasses.field(default="study_id", metadata={"help": "column joining views into one study"})
-    views: dict[str, ViewConfig] = dataclasses.field(default_factory=dict)
+    views: dict[str, ViewSpec] = dataclasses.field(default_factory=dict)
     model: MultimodalConfig = dataclasses.field(default_factory=default_more_config)
     objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
@@ -117,19 +109,6 @@ class TrainConfig:
     )
 
 
-def _more_views() -> dict[str, ViewConfig]:
-    return {
-        "xray": ViewConfig(modality="xray", tower="image"),
-        "ecg": ViewConfig(modality="ecg", tower="ecg"),
-        "radiology_report": ViewConfig(
-            modality="reports", tower="text", column="text", where={"kind": "radiology"}
-        ),
-        "cardiology_report": ViewConfig(
-            modality="reports", tower="text", column="text", where={"kind": "cardiology"}
-        ),
-    }
-
-
 def _more_objective() -> ObjectiveConfig:
     # Reports are the pretrained side (MiniLM): their intra-modal similarity gives the CWCL weights.
     # X-ray <-> ECG has no pretrained side, so that pair is plain CLIP (weights_from None).
@@ -146,7 +125,7 @@ def _more_objective() -> ObjectiveConfig:
 class Config(TrainConfig):
     """X-ray + ECG + report alignment (MoRE-style)."""
 
-    views: dict[str, ViewConfig] = dataclasses.field(default_factory=_more_views)
+    views: dict[str, ViewSpec] = dataclasses.field(default_factory=more_views)
     objective: ObjectiveConfig = dataclasses.field(default_factory=_more_objective)
 
 
@@ -156,10 +135,10 @@ class SpeechConfig(TrainConfig):
 
     task: str = "speech"
     key: str = "sample_id"
-    views: dict[str, ViewConfig] = dataclasses.field(
+    views: dict[str, ViewSpec] = dataclasses.field(
         default_factory=lambda: {
-            "speech": ViewConfig(modality="speech", tower="audio"),
-            "transcript": ViewConfig(modality="speech", tower="text", column="transcript"),
+            "speech": ViewSpec(modality="speech", tower="audio"),
+            "transcript": ViewSpec(modality="speech", tower="text", column="transcript"),
         }
     )
     model: MultimodalConfig = dataclasses.field(default_factory=default_speech_config)
@@ -219,7 +198,7 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
 class ViewEncoder(nn.Module):
     """Encodes every view of a batch with its tower: the unit DDP wraps (DDP hooks ``forward``)."""
 
-    def __init__(self, model: MultimodalModel, views: dict[str, ViewConfig]) -> None:
+    def __init__(self, model: MultimodalModel, views: dict[str, ViewSpec]) -> None:
         super().__init__()
         self.model = model
         self.views = views
@@ -263,7 +242,7 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def augment_batch(
     batch: dict[str, Any],
-    views: dict[str, ViewConfig],
+    views: dict[str, ViewSpec],
     cfg: AugmentConfig,
     generator: torch.Generator,
     ecg_fs_hz: float,
@@ -392,7 +371,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def embed_dataset(
     model: MultimodalModel,
     dataset: StudyDataset,
-    views: dict[str, ViewConfig],
+    views: dict[str, ViewSpec],
     batch_size: int,
     device: torch.device,
     precision: str = "fp32",
@@ -447,13 +426,6 @@ def validate(
 # --------------------------------------------------------------------------- the run
 
 
-def _views(cfg: TrainConfig) -> dict[str, ViewSpec]:
-    return {
-        name: ViewSpec(modality=v.modality, column=v.column, where=dict(v.where), tower=v.tower)
-        for name, v in cfg.views.items()
-    }
-
-
 def _check_config(cfg: TrainConfig) -> None:
     towers = set(cfg.model.towers)
     for name, view in cfg.views.items():
@@ -492,7 +464,7 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    views = _views(cfg)
+    views = cfg.views
     max_speech = int(cfg.max_speech_s * SPEECH_FS_HZ)
     train_set = StudyDataset(cfg.data_root, "train", views, key=cfg.key, max_speech_samples=max_speech)
     val_set = StudyDataset(cfg.data_root, "val", views, key=cfg.key, max_speech_samples=max_speech)

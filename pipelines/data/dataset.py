@@ -27,16 +27,27 @@ ECG_LEADS = 12
 
 @dataclasses.dataclass
 class ViewSpec:
-    """Where a view comes from: ``modality`` dir under the processed root, and for text views the column."""
+    """A view: ``modality`` dir under the processed root, the model ``tower`` that encodes it, and for
+    text views the manifest ``column`` plus row filters ``where`` (e.g. ``{"kind": "radiology"}``)."""
 
     modality: str
+    tower: str
     column: str | None = None
     where: dict[str, str] = dataclasses.field(default_factory=dict)
-    tower: str = "text"
 
     @property
     def is_text(self) -> bool:
         return self.column is not None
+
+
+def more_views() -> dict[str, ViewSpec]:
+    """MoRE's views: the X-ray, the ECG and the two reports of a study."""
+    return {
+        "xray": ViewSpec(modality="xray", tower="image"),
+        "ecg": ViewSpec(modality="ecg", tower="ecg"),
+        "radiology_report": ViewSpec("reports", "text", column="text", where={"kind": "radiology"}),
+        "cardiology_report": ViewSpec("reports", "text", column="text", where={"kind": "cardiology"}),
+    }
 
 
 def _filter(frame: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:
