@@ -1,0 +1,335 @@
+"""Chest X-ray reader: one DICOM, PNG or JPEG file in, one de-identified grey square image out.
+
+DICOM goes through pydicom (every transfer syntax pydicom + the pylibjpeg plugins decode), then the
+DICOM grey-level chain of PS3.3 C.11: stored value -> Modality LUT (RescaleSlope/Intercept or a LUT
+sequence) -> VOI LUT (window centre/width or a LUT sequence) -> ``[0, 1]``, inverted for MONOCHROME1.
+PNG/JPEG (MIMIC-CXR-JPG, CheXpert, NIH) go through Pillow and join the same path at ``[0, 1]``.
+Then: resize with the aspect ratio kept, zero-pad to ``size_px`` square, store as ``cfg.dtype``.
+
+The chain is computed exactly with pydicom's own LUT functions on a table of every stored value
+(at most 65,536 entries) and applied with one lookup, so the per-pixel cost is one gather.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipelines.data.image import (
+    Interpolation,
+    StorageDtype,
+    every_value,
+    is_grey_content,
+    lookup,
+    quantise_unit,
+    resize_pad_square,
+    unit_range_table,
+)
+from pipelines.data.manifest import Decoded
+from pipelines.errors import RejectedInput
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+DICOM_SUFFIXES = (".dcm", ".dicom", "")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# ViewCodeSequence meanings (SNOMED/DICOM CID 4010) for files without ViewPosition.
+_VIEW_CODE_MEANINGS = {"postero-anterior": "PA", "antero-posterior": "AP"}
+
+
+@dataclasses.dataclass
+class XrayConfig:
+    """How radiographs are decoded, filtered and stored."""
+
+    size_px: int = dataclasses.field(default=224, metadata={"help": "side of the stored square image"})
+    dtype: StorageDtype = dataclasses.field(
+        default="uint8",
+        metadata={"help": "storage dtype: uint8 (x255), uint16 (x65535) or float16 in [0, 1]"},
+    )
+    keep_views: list[str] = dataclasses.field(
+        default_factory=lambda: ["PA", "AP"],
+        metadata={"help": "DICOM ViewPosition values kept (frontal by default); others are skipped"},
+    )
+    keep_unknown_view: bool = dataclasses.field(
+        default=True,
+        metadata={"help": "keep images whose view is not recorded (PNG/JPEG, DICOM without tag)"},
+    )
+    apply_voi: bool = dataclasses.field(
+        default=True, metadata={"help": "apply the file's VOI LUT / window; else scale the full stored range"}
+    )
+    interpolation: Interpolation = dataclasses.field(
+        default="bilinear", metadata={"help": "resize filter (anti-aliased when shrinking)"}
+    )
+    grey_tolerance: float = dataclasses.field(
+        default=2.0, metadata={"help": "mean channel difference (grey levels) under which RGB counts as grey"}
+    )
+
+
+def xray_normalisation(cfg: XrayConfig) -> dict[str, Any]:
+    """What the stored arrays mean, written by the stage to ``normalisation.json`` for training/evaluation."""
+    scale = {"uint8": 255, "uint16": 65535, "float16": 1}[cfg.dtype]
+    return {
+        "modality": "xray",
+        "size_px": cfg.size_px,
+        "dtype": cfg.dtype,
+        "value_range": [0, scale],
+        "to_unit_range": f"x / {scale}",
+        "polarity": "MONOCHROME2 (bright = high attenuation); MONOCHROME1 inverted",
+        "grey_chain": "DICOM PS3.3 C.11: modality LUT -> VOI LUT/window (index 0)"
+        + (" " if cfg.apply_voi else " not ")
+        + "applied -> [0, 1] over the LUT output range (BitsStored, not the container dtype)",
+        "png_jpeg": "8-bit / 255, 16-bit / 65535; grey-content RGB converted to grey",
+        "resize": f"longer side to size_px ({cfg.interpolation}, anti-aliased), aspect kept, centred",
+        "padding": "zeros (black)",
+        "channels": 1,
+    }
+
+
+def read_xray(path: Path, cfg: XrayConfig) -> list[Decoded]:
+    """Decode one radiograph file into a single ``Decoded`` (a list, like the other readers).
+
+    Raises ``RejectedInput`` with a readable reason for anything that cannot or should not be used
+    (stage ``"filter"`` for views that are skipped on purpose, ``"decode"`` otherwise).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RejectedInput("file not found")
+    if path.stat().st_size == 0:
+        raise RejectedInput("empty file (0 bytes)")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        unit, meta = _read_bitmap(path, cfg)
+        return [_finish(unit, meta, raw_subject=None, raw_study=None, cfg=cfg)]
+    return [_read_dicom(path, cfg)]
+
+
+def _finish(
+    image: np.ndarray,
+    meta: dict[str, object],
+    raw_subject: str | None,
+    raw_study: str | None,
+    cfg: XrayConfig,
+) -> Decoded:
+    height_px, width_px = image.shape
+    if image.dtype == np.uint8 and cfg.dtype == "uint8":
+        square, _ = resize_pad_square(image, cfg.size_px, cfg.interpolation)
+    else:
+        unit = image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image
+        resized, _ = resize_pad_square(unit, cfg.size_px, cfg.interpolation)
+        square = quantise_unit(resized, cfg.dtype)
+    meta.update(height_px=height_px, width_px=width_px)
+    return Decoded(array=square, raw_subject=raw_subject, raw_study=raw_study, meta=meta)
+
+
+# --------------------------------------------------------------------------------------------- DICOM
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _view_of(ds: Dataset) -> str | None:
+    view = _text(ds, "ViewPosition")
+    if view:
+        return view.upper()
+    for item in ds.get("ViewCodeSequence", []):
+        meaning = str(item.get("CodeMeaning", "")).strip().lower()
+        if meaning in _VIEW_CODE_MEANINGS:
+            return _VIEW_CODE_MEANINGS[meaning]
+        if "lateral" in meaning:
+            return "LATERAL"
+    return None
+
+
+def _check_view(view: str | None, cfg: XrayConfig) -> None:
+    keep = {v.upper() for v in cfg.keep_views}
+    if view is None:
+        if not cfg.keep_unknown_view:
+            raise RejectedInput("view not recorded (no ViewPosition) and keep_unknown_view is off", "filter")
+        return
+    if view not in keep:
+        kind = "lateral view" if view in {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"} else "view"
+        raise RejectedInput(f"{kind} {view} skipped (keep_views={sorted(keep)})", "filter")
+
+
+def _read_dataset(path: Path) -> Dataset:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise RejectedInput("not a DICOM file (no DICM header)") from None
+    except (EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        raise RejectedInput(f"truncated or corrupt DICOM header ({type(exc).__name__}: {exc})") from None
+
+
+def _check_image_dicom(ds: Dataset) -> None:
+    if "PixelData" not in ds:
+        sop_class = ds.get("SOPClassUID")
+        if sop_class is None:
+            raise RejectedInput("no pixel data and no SOP class (truncated or incomplete DICOM)")
+        raise RejectedInput(f"no pixel data (not an image DICOM: {getattr(sop_class, 'name', sop_class)})")
+    photometric = _text(ds, "PhotometricInterpretation") or "missing"
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
+        raise RejectedInput(
+            f"unsupported photometric interpretation {photometric!r} ({samples} samples/pixel): "
+            "only grey MONOCHROME1/2 radiographs are used"
+        )
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise RejectedInput(f"multi-frame image ({frames} frames): only single-frame radiographs are used")
+
+
+def _decode_pixels(ds: Dataset) -> np.ndarray:
+    try:
+        pixels = ds.pixel_array
+    except (NotImplementedError, RuntimeError) as exc:
+        syntax = ds.file_meta.get("TransferSyntaxUID")
+        name = getattr(syntax, "name", syntax)
+        raise RejectedInput(f"cannot decode transfer syntax {name}: {exc}") from None
+    except (ValueError, EOFError, OSError, AttributeError, KeyError, TypeError) as exc:
+        raise RejectedInput(f"truncated or corrupt pixel data ({type(exc).__name__}: {exc})") from None
+    if pixels.ndim != 2:
+        raise RejectedInput(f"pixel data has shape {pixels.shape}, expected one grey frame")
+    return pixels
+
+
+def _stored_range(ds: Dataset) -> tuple[int, int]:
+    bits = int(ds.BitsStored)
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def grey_table(ds: Dataset, values: np.ndarray, apply_voi: bool = True) -> tuple[np.ndarray, str]:
+    """``[0, 1]`` float32 for each stored value in ``values``, by the DICOM grey chain; and the VOI used.
+
+    Values outside the range that BitsStored allows (stray high bits, overlays) are clipped into it.
+    The ``[0, 1]`` scale is the output range of the last LUT applied: the VOI LUT's bit depth, the
+    window's output range (pydicom's, probed at +-infinity), or else the modality output of the full
+    stored range, i.e. 2**BitsStored values, whatever the container dtype (12 bits -> /4095).
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels.processing import apply_windowing
+
+    low, high = _stored_range(ds)
+    stored = np.clip(values.astype(np.int64), low, high)
+    modality = apply_modality_lut(stored, ds)
+    if (
+        isinstance(modality, np.ndarray)
+        and modality.dtype.kind == "f"
+        and np.all(modality == np.rint(modality))
+    ):
+        modality = modality.astype(np.int64)  # VOI LUT sequences index with integers
+    voi = "none"
+    if apply_voi and ds.get("VOILUTSequence"):
+        depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        table = apply_voi_lut(modality, ds, prefer_lut=True)
+        out_low, out_high, voi = 0.0, float(2**depth - 1), "lut"
+    elif apply_voi and "WindowCenter" in ds and "WindowWidth" in ds:
+        try:
+            table = apply_windowing(modality, ds)
+            out_low, out_high = (float(v) for v in apply_windowing(np.array([-1e30, 1e30]), ds))
+        except ValueError as exc:
+            raise RejectedInput(f"invalid window: {exc}") from None
+        voi = "window"
+    else:
+        table = np.asarray(modality, dtype=np.float64)
+        out_low, out_high = float(table.min()), float(table.max())
+        if out_low == out_high:
+            out_high = out_low + 1.0
+    # MONOCHROME1: the lowest value is displayed white (PS3.3 C.7.6.3.1.2), as on film where dense
+    # bone blocks the exposure. Towers and the rest of the pipeline use MONOCHROME2 (air dark, bone
+    # bright), so MONOCHROME1 images are inverted after the VOI LUT, which is defined in their own polarity.
+    invert = ds.PhotometricInterpretation == "MONOCHROME1"
+    return unit_range_table(table, out_low, out_high, invert=invert), voi
+
+
+def _dicom_meta(ds: Dataset, view: str | None, voi: str) -> dict[str, object]:
+    """Only technical tags that the PS3.15 basic confidentiality profile keeps (no names, IDs, dates, UIDs)."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    spacing = ds.get("ImagerPixelSpacing") or ds.get("PixelSpacing")
+    spacing_mm = float(spacing[0]) if spacing else None
+    return {
+        "format": "dicom",
+        "modality": _text(ds, "Modality"),
+        "view": view,
+        "photometric": _text(ds, "PhotometricInterpretation"),
+        "bits_stored": int(ds.BitsStored),
+        "transfer_syntax": getattr(syntax, "name", None),
+        "voi": voi,
+        "pixel_spacing_mm": spacing_mm
+        if spacing_mm and math.isfinite(spacing_mm) and spacing_mm > 0
+        else None,
+    }
+
+
+def _read_dicom(path: Path, cfg: XrayConfig) -> Decoded:
+    ds = _read_dataset(path)
+    _check_image_dicom(ds)
+    view = _view_of(ds)
+    _check_view(view, cfg)
+    pixels = _decode_pixels(ds)
+    if "BitsStored" not in ds:
+        raise RejectedInput("BitsStored missing: cannot scale the pixel values")
+    try:
+        if pixels.dtype.kind in "ui" and pixels.dtype.itemsize <= 2:
+            table, voi = grey_table(ds, every_value(pixels.dtype), cfg.apply_voi)
+            if cfg.dtype == "uint8":
+                image = lookup(pixels, quantise_unit(table, "uint8"))
+            else:
+                image = lookup(pixels, table)
+        else:  # 32-bit or float pixels: too many values for a table, apply the chain per pixel
+            image, voi = grey_table(ds, pixels, cfg.apply_voi)
+    except (ValueError, AttributeError, KeyError, TypeError, IndexError) as exc:
+        raise RejectedInput(f"invalid grey-level tags ({type(exc).__name__}: {exc})") from None
+    raw_subject = _text(ds, "PatientID")
+    raw_study = _text(ds, "AccessionNumber") or _text(ds, "StudyInstanceUID")
+    return _finish(image, _dicom_meta(ds, view, voi), raw_subject, raw_study, cfg)
+
+
+# ----------------------------------------------------------------------------------------- PNG / JPEG
+
+
+def _read_bitmap(path: Path, cfg: XrayConfig) -> tuple[np.ndarray, dict[str, object]]:
+    """Pillow image -> 2-D uint8 (8-bit files) or float32 in [0, 1] (16-bit files), plus meta."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if getattr(img, "n_frames", 1) > 1:
+                raise RejectedInput(f"multi-frame image ({img.n_frames} frames)")
+            img.load()
+            mode, kind = img.mode, (img.format or path.suffix.lstrip(".")).lower()
+            if mode == "P":
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+            elif mode in ("LA", "1"):
+                img = img.convert("L")
+            elif mode == "I;16B":
+                img = img.convert("I")
+            array = np.asarray(img)
+    except UnidentifiedImageError:
+        raise RejectedInput(f"not a readable image ({path.suffix or 'no extension'})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise RejectedInput(f"truncated or corrupt image data ({exc})") from None
+    meta: dict[str, object] = {"format": kind, "modality": None, "view": None, "photometric": "MONOCHROME2"}
+    if array.ndim == 3:
+        if not is_grey_content(array, cfg.grey_tolerance):
+            raise RejectedInput(f"colour image ({mode}): only grey radiographs are used")
+        array = array[..., 0]
+        meta["converted_from"] = mode
+    if array.dtype == np.uint8:
+        meta["bits_stored"] = 8
+        return array, meta
+    if array.dtype.kind in "ui" and array.max(initial=0) <= 65535:
+        meta["bits_stored"] = 16
+        return (array.astype(np.float32) / 65535.0), meta
+    raise RejectedInput(f"unsupported image mode {mode!r} ({array.dtype})")
