@@ -151,9 +151,27 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def public_dict(config: Any) -> dict[str, Any]:
+    """The config as a dict without fields marked ``metadata={"secret": True}`` (e.g. the ID salt):
+    what may be printed, logged to MLflow or hashed into a run's identity."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        if field.metadata.get("secret"):
+            continue
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            value = public_dict(value)
+        elif isinstance(value, dict):
+            value = {k: public_dict(v) if dataclasses.is_dataclass(v) else v for k, v in value.items()}
+        elif isinstance(value, list):
+            value = [public_dict(v) if dataclasses.is_dataclass(v) else v for v in value]
+        out[field.name] = value
+    return out
+
+
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    """Flat ``{"model.text.lora.r": 8}`` view, for MLflow params."""
-    tree = to_dict(config) if dataclasses.is_dataclass(config) else config
+    """Flat ``{"model.text.lora.r": 8}`` view of the public fields, for MLflow params."""
+    tree = public_dict(config) if dataclasses.is_dataclass(config) else config
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
@@ -165,9 +183,9 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_hash(config: Any) -> str:
-    payload = json.dumps(to_dict(config), sort_keys=True, default=str).encode()
+    payload = json.dumps(public_dict(config), sort_keys=True, default=str).encode()
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
 def dump_yaml(config: Any) -> str:
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
+    return yaml.safe_dump(public_dict(config), sort_keys=False)

@@ -58,3 +58,21 @@ def test_cli_lists_stages_and_rejects_unknown(capsys: pytest.CaptureFixture[str]
     assert "stages:" in capsys.readouterr().out
     assert main(["no-such-stage"]) == 2
     assert "unknown stage" in capsys.readouterr().err
+
+
+@dataclasses.dataclass
+class _Secretive:
+    salt: str | None = dataclasses.field(default=None, metadata={"secret": True})
+    inner: _Lora = dataclasses.field(default_factory=_Lora)
+
+
+def test_secret_fields_are_never_printed_flattened_or_hashed(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.config import dump_yaml
+
+    config = load_config(_Secretive, None, ["salt=canary-salt-123"])
+    assert config.salt == "canary-salt-123"
+    assert "canary" not in dump_yaml(config)
+    assert "salt" not in flatten(config)
+    assert config_hash(config) == config_hash(_Secretive())
+    assert main(["preprocess-xray", "--print-config", "salt=canary-salt-123"]) == 0
+    assert "canary-salt-123" not in capsys.readouterr().out

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): throughput figures printed next to a baseline measured in the same run."""

@@ -1,0 +1,217 @@
+"""Speech reader: WAV/FLAC/OGG -> mono 16 kHz, silence-trimmed, loudness-normalised float16 waveform.
+
+I/O is ``read_speech`` (soundfile, i.e. libsndfile); everything else is a pure function on float32
+arrays with the sampling rate in the argument names. Order of operations and why:
+
+1. downmix to mono (mean of channels: keeps the level of a centred voice),
+2. reject silent/empty recordings before spending time on them,
+3. resample to ``fs_hz`` with torchaudio's windowed-sinc resampler (anti-aliased, exact rational ratio),
+4. trim leading/trailing silence by frame energy relative to the loudest frame (as librosa's ``trim``),
+5. normalise loudness to ``target_lufs`` (ITU-R BS.1770-4 K-weighted loudness; EBU R128 uses -23 LUFS),
+   then scale down if a peak would exceed ``peak_limit`` (no clipping).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+import torchaudio.functional as F
+
+from pipelines.data.manifest import Decoded
+from pipelines.errors import RejectedInput
+
+# BS.1770-4: loudness is measured over 400 ms blocks; shorter clips are measured as one block.
+_BS1770_BLOCK_S = 0.4
+
+
+@dataclasses.dataclass
+class SpeechConfig:
+    """How speech is decoded and normalised (also written to ``normalisation.json``)."""
+
+    fs_hz: int = dataclasses.field(default=16000, metadata={"help": "output sampling rate"})
+    trim_silence: bool = dataclasses.field(default=True, metadata={"help": "trim leading/trailing silence"})
+    trim_top_db: float = dataclasses.field(
+        default=40.0, metadata={"help": "frames this many dB below the loudest frame count as silence"}
+    )
+    trim_frame_s: float = dataclasses.field(default=0.025, metadata={"help": "frame length for trimming"})
+    trim_keep_s: float = dataclasses.field(default=0.05, metadata={"help": "margin kept around the speech"})
+    silence_dbfs: float = dataclasses.field(
+        default=-60.0, metadata={"help": "a recording whose peak is below this is rejected as silent"}
+    )
+    target_lufs: float = dataclasses.field(default=-23.0, metadata={"help": "loudness target (EBU R128)"})
+    peak_limit: float = dataclasses.field(default=0.99, metadata={"help": "max |sample| after normalisation"})
+    min_duration_s: float = dataclasses.field(default=0.05, metadata={"help": "shorter speech is rejected"})
+    max_duration_s: float = dataclasses.field(default=30.0, metadata={"help": "longer speech is rejected"})
+
+
+def speech_normalisation(cfg: SpeechConfig) -> dict[str, object]:
+    """What the stored arrays mean, written by the stage to ``normalisation.json``."""
+    return {
+        "modality": "speech",
+        "fs_hz": cfg.fs_hz,
+        "dtype": "float16",
+        "layout": "(N, max_samples) per shard, zero-padded at the end; n_samples = real length",
+        "channels": "mono (mean of channels)",
+        "resampling": "torchaudio.transforms.Resample (windowed sinc)",
+        "trim": {"enabled": cfg.trim_silence, "top_db": cfg.trim_top_db, "keep_s": cfg.trim_keep_s},
+        "loudness": f"ITU-R BS.1770-4 to {cfg.target_lufs} LUFS, peak <= {cfg.peak_limit}",
+    }
+
+
+# --------------------------------------------------------------------------- pure functions
+def downmix(audio: np.ndarray) -> np.ndarray:
+    """``(n_samples, channels)`` or ``(n_samples,)`` -> mono ``(n_samples,)`` float32 (channel mean)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    return audio.mean(axis=1, dtype=np.float32) if audio.ndim == 2 else audio
+
+
+def peak_dbfs(audio: np.ndarray) -> float:
+    """Peak level in dB relative to full scale (1.0); ``-inf`` for an all-zero signal."""
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return 20.0 * math.log10(peak) if peak > 0 else -math.inf
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(fs_in_hz: int, fs_out_hz: int):
+    # The sinc kernel depends only on the rate pair: build it once per worker process.
+    return torchaudio.transforms.Resample(orig_freq=fs_in_hz, new_freq=fs_out_hz)
+
+
+def resample(audio: np.ndarray, fs_in_hz: int, fs_out_hz: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio, Hann-windowed sinc); length ``ceil(n * fs_out / fs_in)``."""
+    if fs_in_hz == fs_out_hz:
+        return np.asarray(audio, dtype=np.float32)
+    with torch.no_grad():
+        out = _resampler(int(fs_in_hz), int(fs_out_hz))(torch.from_numpy(np.ascontiguousarray(audio)))
+    return out.numpy().astype(np.float32, copy=False)
+
+
+def trim_silence(audio: np.ndarray, fs_hz: int, top_db: float, frame_s: float, keep_s: float) -> np.ndarray:
+    """Drop leading/trailing frames whose RMS is more than ``top_db`` below the loudest frame.
+
+    Frames are ``frame_s`` long with hop ``frame_s / 2``; ``keep_s`` of margin is kept on each side so
+    that soft onsets (fricatives) survive.
+    """
+    frame = max(1, int(round(frame_s * fs_hz)))
+    hop = max(1, frame // 2)
+    if audio.size <= frame:
+        return audio
+    n_frames = 1 + (audio.size - frame) // hop
+    index = np.arange(frame)[None, :] + hop * np.arange(n_frames)[:, None]
+    rms = np.sqrt(np.mean(np.square(audio[index], dtype=np.float64), axis=1))
+    if rms.max() <= 0:
+        return audio[:0]
+    loud = np.flatnonzero(20 * np.log10(np.maximum(rms, 1e-12) / rms.max()) > -top_db)
+    keep = int(round(keep_s * fs_hz))
+    start = max(0, loud[0] * hop - keep)
+    stop = min(audio.size, loud[-1] * hop + frame + keep)
+    return audio[start:stop]
+
+
+def loudness_lufs(audio: np.ndarray, fs_hz: int) -> float:
+    """Integrated loudness per ITU-R BS.1770-4 (K-weighting, 400 ms gated blocks) via torchaudio.
+
+    Clips shorter than one block are measured as a single ungated block: the same K-weighted mean
+    square, ``-0.691 + 10 log10(mean(y_k^2))`` (BS.1770-4 eq. 2).
+    """
+    wave = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None, :]
+    with torch.no_grad():
+        if audio.size >= int(round(_BS1770_BLOCK_S * fs_hz)):
+            return float(F.loudness(wave, fs_hz))
+        weighted = F.treble_biquad(wave, fs_hz, 4.0, 1500.0, 1 / math.sqrt(2))
+        weighted = F.highpass_biquad(weighted, fs_hz, 38.0, 0.5)
+        mean_square = float(torch.mean(torch.square(weighted)))
+    return -0.691 + 10 * math.log10(mean_square) if mean_square > 0 else -math.inf
+
+
+def normalise_loudness(
+    audio: np.ndarray, fs_hz: int, target_lufs: float, peak_limit: float
+) -> tuple[np.ndarray, float, float]:
+    """Gain to ``target_lufs`` then, if needed, down to ``peak_limit``; returns (audio, input LUFS, gain dB)."""
+    measured = loudness_lufs(audio, fs_hz)
+    if not math.isfinite(measured):
+        return audio, measured, 0.0
+    gain = 10 ** ((target_lufs - measured) / 20)
+    peak = float(np.max(np.abs(audio))) * gain
+    if peak > peak_limit:
+        gain *= peak_limit / peak
+    return (audio * gain).astype(np.float32), measured, 20 * math.log10(gain)
+
+
+# --------------------------------------------------------------------------- I/O
+def wav_truncation(path: Path) -> str | None:
+    """A reason if a RIFF/WAVE file's ``data`` chunk declares more bytes than the file holds.
+
+    libsndfile silently clamps such files, so a cut-off upload would otherwise pass as a shorter one.
+    Streaming writers that leave the size 0 or 0xFFFFFFFF are not flagged.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk_id, chunk_bytes = struct.unpack("<4sI", handle.read(8))
+            if chunk_id == b"data":
+                present = size - offset - 8
+                if chunk_bytes not in (0, 0xFFFFFFFF) and chunk_bytes > present:
+                    return f"truncated file: WAV data chunk declares {chunk_bytes} bytes, {present} present"
+                return None
+            offset += 8 + chunk_bytes + (chunk_bytes & 1)
+    return None
+
+
+def read_speech(path: Path, cfg: SpeechConfig) -> list[Decoded]:
+    """Decode one recording; raises ``RejectedInput`` with a reason for anything unusable.
+
+    Audio files carry no subject IDs, so ``raw_subject``/``raw_study`` are left to the source.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise RejectedInput("empty file (0 bytes)", "decode")
+    if path.suffix.lower() == ".wav" and (reason := wav_truncation(path)):
+        raise RejectedInput(reason, "decode")
+    try:
+        audio, fs_in_hz = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+        detail = getattr(err, "error_string", None) or type(err).__name__
+        raise RejectedInput(f"undecodable audio (libsndfile: {detail})", "decode") from None
+    channels = audio.shape[1]
+    if audio.shape[0] == 0:
+        raise RejectedInput("empty audio (0 samples)", "decode")
+    if not np.isfinite(audio).all():
+        raise RejectedInput("audio contains NaN or infinite samples", "decode")
+    mono = downmix(audio)
+    level = peak_dbfs(mono)
+    if level < cfg.silence_dbfs:
+        raise RejectedInput(f"silent audio (peak {level:.1f} dBFS < {cfg.silence_dbfs:g} dBFS)", "clean")
+    wave = resample(mono, int(fs_in_hz), cfg.fs_hz)
+    if cfg.trim_silence:
+        wave = trim_silence(wave, cfg.fs_hz, cfg.trim_top_db, cfg.trim_frame_s, cfg.trim_keep_s)
+    duration_s = wave.size / cfg.fs_hz
+    if duration_s < cfg.min_duration_s:
+        raise RejectedInput(
+            f"too short after trimming ({duration_s:.3f} s < {cfg.min_duration_s:g} s)", "clean"
+        )
+    if duration_s > cfg.max_duration_s:
+        raise RejectedInput(f"too long ({duration_s:.1f} s > max_duration_s={cfg.max_duration_s:g})", "clean")
+    wave, input_lufs, gain_db = normalise_loudness(wave, cfg.fs_hz, cfg.target_lufs, cfg.peak_limit)
+    meta: dict[str, object] = {
+        "n_samples": int(wave.size),
+        "duration_s": round(duration_s, 4),
+        "source_fs_hz": int(fs_in_hz),
+        "source_channels": int(channels),
+        "input_lufs": round(input_lufs, 2),
+        "gain_db": round(gain_db, 2),
+    }
+    return [Decoded(array=wave.astype(np.float16), meta=meta)]
