@@ -313,6 +313,9 @@ def _run_array_modality(cfg: Config, modality: str) -> int:
     if arrays or rejections:
         manifest.write_batch(out_dir, number, arrays, rows, rejections)
     normalisation = registry.resolve(spec.normalisation)(reader_cfg)
+    # The reader settings travel with the data, so a served model decodes new files exactly as
+    # training data was decoded (the registry bundles this file with the model).
+    normalisation["reader_config"] = dataclasses.asdict(reader_cfg)
     manifest.atomic_write(
         out_dir / "normalisation.json",
         lambda h: h.write(json.dumps(normalisation, indent=2, default=str).encode()),

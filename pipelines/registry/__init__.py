@@ -1,0 +1,14 @@
+"""MLflow helpers: stage runs, the zero-shot pyfunc model, version lookup, aliases and gates."""
+
+from pipelines.registry.pyfunc import ZeroShotModel, load_model_version, log_zero_shot_model, resolve_version
+from pipelines.registry.tracking import Tracker, resolve_tracking_uri, stage_run
+
+__all__ = [
+    "Tracker",
+    "ZeroShotModel",
+    "load_model_version",
+    "log_zero_shot_model",
+    "resolve_tracking_uri",
+    "resolve_version",
+    "stage_run",
+]
