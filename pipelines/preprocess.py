@@ -522,7 +522,9 @@ def _process_report(item: _ReportItem, job: _Job) -> _Outcome:
     findings = reports.scrub_identifiers(sections.get("findings") or "")
     impression = reports.scrub_identifiers(sections.get("impression") or "")
     text = reports.scrub_identifiers(sections.get("text") or " ".join(filter(None, (findings, impression))))
-    labels = reports.label_report(" ".join(filter(None, (findings, impression))) or text, vocabulary)
+    # Label against the report kind's own vocabulary: a radiology report never switches on an ECG label.
+    body = " ".join(filter(None, (findings, impression))) or text
+    labels = reports.label_report(body, vocabulary, reports.KIND_MODALITY.get(item.kind))
     row = _common_row(job, item.raw_subject, item.raw_study, sha, 0, shown)
     row.update({"shard": None, "index": None, "kind": item.kind, "text": text})
     row.update({"findings": findings, "impression": impression})
