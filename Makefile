@@ -24,7 +24,7 @@ PIPELINE_SRC := $(shell find pipelines encoders configs -type f \( -name '*.py' 
 
 .PHONY: help setup demo-data preprocess preprocess-xray preprocess-ecg preprocess-speech preprocess-reports \
         train-morE train-more train-MoRE train-speech evaluate report continual unlearn promote rollback serve \
-        mlflow-ui test lint format bench bench-preprocess bench-train-step clean clean-data
+        evidence mlflow-ui test lint format bench bench-preprocess bench-train-step clean clean-data
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -117,3 +117,6 @@ clean: clean-data ## also remove the virtual environment
 
 serve: $(SETUP) ## serve the champion with `mlflow models serve` on 127.0.0.1 (PORT=5001)
 	$(PY) -m pipelines.registry.serve --port $${PORT:-5001} $(ARGS)
+
+evidence: $(SETUP) ## the pipeline on the real samples in ../shared/data (FSDD, CinC/WFDB ECGs, NIH, DICOMs)
+	$(RUN) evidence --config configs/evidence.yaml $(ARGS)

@@ -31,6 +31,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "unlearn": ("pipelines.unlearn", "run", "Config"),
     "promote": ("pipelines.promote", "run", "Config"),
     "rollback": ("pipelines.promote", "run_rollback", "Config"),
+    "evidence": ("pipelines.evidence", "run", "Config"),
 }
 ALIASES = {"train-more": ["train-morE", "train-MoRE"]}
 

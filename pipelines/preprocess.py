@@ -183,8 +183,9 @@ def _process_file(item: sources.SourceItem, job: _Job) -> _Outcome:
         raw_subject = (sample.raw_subject or "").strip() or item.raw_subject
         raw_study = (sample.raw_study or "").strip() or item.raw_study
         row = _common_row(job, raw_subject, raw_study, sha, sample.crop_index, shown)
-        row.update(item.extra)
         row.update(sample.meta)
+        # An adapter's columns (upstream labels, report, split) win over empty reader fields.
+        row.update({k: v for k, v in item.extra.items() if v not in (None, "") or row.get(k) in (None, "")})
         if job.modality == "speech":
             row["speaker"] = row["subject_id"]  # the speaker is the subject; its raw name is PHI
         outcome.rows.append(row)
@@ -267,6 +268,18 @@ def _progress(cfg: Config, total: int, name: str) -> tqdm:
     return tqdm(total=total, desc=name, unit="file", disable=not cfg.progress, file=sys.stderr, leave=False)
 
 
+def _list_items(cfg: Config, modality: str, spec: registry.Modality, root: Path) -> list[sources.SourceItem]:
+    """A named dataset's adapter when there is one (upstream layout, labels, splits), else the generic
+    folder source."""
+    from pipelines.data import adapters
+
+    try:
+        items = adapters.list_items(cfg.dataset, modality, root)
+    except FileNotFoundError as err:
+        raise StageError(f"dataset={cfg.dataset}: {err}") from None
+    return spec.list_items(root) if items is None else items
+
+
 def _run_array_modality(cfg: Config, modality: str) -> int:
     spec = registry.get(modality)
     root = Path(cfg.root)
@@ -274,7 +287,7 @@ def _run_array_modality(cfg: Config, modality: str) -> int:
         raise StageError(f"raw data folder {root} does not exist (run `make demo-data` or set root=...)")
     if cfg.shard_size < 1:
         raise StageError("shard_size must be at least 1")
-    items = spec.list_items(root)
+    items = _list_items(cfg, modality, spec, root)
     if not items:
         raise StageError(f"no {modality} files under {sources.modality_root(root, modality)}")
     out_dir = cfg.out_dir / modality

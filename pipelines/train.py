@@ -71,6 +71,9 @@ class ObjectiveConfig:
     align_uniform_weight: float = 0.0
     chunk_size: int | None = None
     local_loss: bool = False
+    center_reference: bool = dataclasses.field(
+        default=True, metadata={"help": "centre CWCL reference features on the training-text mean"}
+    )
     pairs: list[PairConfig] = dataclasses.field(default_factory=list)
 
 
@@ -277,28 +280,76 @@ def build_objective(cfg: ObjectiveConfig, distributed: bool) -> ContrastiveObjec
     )
 
 
-def reference_features(
-    model: MultimodalModel, batch: dict[str, Any], cfg: TrainConfig
-) -> dict[str, torch.Tensor]:
-    """Frozen pretrained-side features of every view named in ``weights_from`` (CWCL targets)."""
-    refs = {}
-    view_towers = {name: view.tower for name, view in cfg.views.items()}
-    for view in sorted({p.weights_from for p in cfg.objective.pairs if p.weights_from}):
-        if view in batch and batch[view] is not None:
-            with torch.no_grad():
-                refs[view] = model.reference_text_features(batch[view], tower=view_towers[view])
-    return refs
+class ReferenceCache:
+    """Frozen pretrained-side text features for the CWCL weights, computed once per distinct text.
+
+    The reference side never changes during training (LoRA adapters disabled, or a frozen copy), so
+    its features are a function of the text alone: caching them removes a text-tower forward per
+    view and step. With ``center=True`` the features are centred on the mean over the texts seen
+    at construction before the weights are formed: sentence embeddings are anisotropic (reports
+    written from one template sit at cosine ~0.6-0.8 to each other), which makes
+    ``w_ij = (1 + cos) / 2`` nearly uniform; centring keeps the formula and restores its contrast.
+    """
+
+    def __init__(
+        self,
+        model: MultimodalModel,
+        view_towers: dict[str, str],
+        texts: dict[str, list[str]],
+        center: bool,
+        batch_size: int = 64,
+    ) -> None:
+        self.model = model
+        self.view_towers = view_towers
+        self.features: dict[str, dict[str, torch.Tensor]] = {view: {} for view in view_towers}
+        self.means: dict[str, torch.Tensor | None] = dict.fromkeys(view_towers)
+        for view, view_texts in texts.items():
+            self._encode(view, sorted(set(view_texts)), batch_size)
+            if center and self.features[view]:
+                self.means[view] = torch.stack(list(self.features[view].values())).mean(dim=0)
+
+    @torch.no_grad()
+    def _encode(self, view: str, texts: list[str], batch_size: int) -> None:
+        missing = [t for t in texts if t not in self.features[view]]
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            encoded = self.model.reference_text_features(chunk, tower=self.view_towers[view]).float().cpu()
+            self.features[view].update(zip(chunk, encoded, strict=True))
+
+    def __call__(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+        refs = {}
+        for view in self.view_towers:
+            texts = batch.get(view)
+            if texts is None:
+                continue
+            self._encode(view, list(texts), batch_size=len(texts))
+            ref = torch.stack([self.features[view][t] for t in texts])
+            if self.means[view] is not None:
+                ref = ref - self.means[view]
+            refs[view] = ref.to(device)
+        return refs
+
+
+def build_reference_cache(
+    model: MultimodalModel, cfg: TrainConfig, dataset: StudyDataset
+) -> ReferenceCache | None:
+    """The CWCL reference cache over the training texts of every ``weights_from`` view (None for CLIP/DCL)."""
+    views = sorted({p.weights_from for p in cfg.objective.pairs if p.weights_from})
+    if cfg.objective.kind != "cwcl" or not views:
+        return None
+    view_towers = {view: cfg.views[view].tower for view in views}
+    texts = {view: dataset.texts(view) for view in views}
+    return ReferenceCache(model, view_towers, texts, center=cfg.objective.center_reference)
 
 
 def compute_loss(
     encoder: nn.Module,
-    model: MultimodalModel,
     objective: ContrastiveObjective,
     batch: dict[str, Any],
-    cfg: TrainConfig,
+    references: ReferenceCache | None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     features, logit_scale = encoder(batch)
-    refs = reference_features(model, batch, cfg) if cfg.objective.kind == "cwcl" else {}
+    refs = references(batch, logit_scale.device) if references is not None else {}
     present = {view: batch["present"][view] for view in features}
     return objective(features, present, logit_scale, refs or None)
 
@@ -483,6 +534,7 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
     if cfg.compile:
         encoder = torch.compile(encoder)
     objective = build_objective(cfg.objective, distributed=dist.world_size > 1)
+    references = build_reference_cache(model, cfg, train_set)
     optimizer = torch.optim.AdamW(
         model.param_groups(cfg.optim.weight_decay),
         lr=cfg.optim.lr,
@@ -583,7 +635,7 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
                 if dist.world_size > 1 and micro < accum - 1:
                     sync = encoder.no_sync()
                 with sync, autocast_context(device, cfg.precision):
-                    loss, parts = compute_loss(encoder, model, objective, batch, cfg)
+                    loss, parts = compute_loss(encoder, objective, batch, references)
                 scaler.scale(loss / accum).backward()
                 loss_value += float(loss.detach()) / accum
                 for k, v in parts.items():
@@ -681,7 +733,7 @@ def run(cfg: TrainConfig) -> int:
                 registered_name=cfg.registered_model,
                 modalities=sorted({v.modality for v in cfg.views.values() if v.column is None}),
                 preprocessing={m: read_normalisation(cfg.data_root, m) for m in ("xray", "ecg", "speech")},
-                tags={"task": cfg.task, "best.val.mean_r@1": f"{result.best_metrics['val.mean_r@1']:.4f}"},
+                tags={"task": cfg.task, "best_val_mean_r_at_1": f"{result.best_metrics['val.mean_r@1']:.4f}"},
             )
         print(f"run: {tracker.run_id} (experiment {cfg.experiment!r})")
         print(f"checkpoint: {result.checkpoint_dir.resolve()}")

@@ -147,6 +147,12 @@ class StudyDataset(Dataset):
             return torch.from_numpy(wave)
         raise ValueError(f"unknown array modality {modality!r}")
 
+    def texts(self, view: str) -> list[str]:
+        """Every text of a text view, in dataset order (missing entries skipped)."""
+        column = self.views[view].column
+        values = (self._rows[view].get(key, {}).get(column) for key in self.keys)
+        return [str(v) for v in values if isinstance(v, str)]
+
     def labels(self, view: str, columns: list[str]) -> pd.DataFrame:
         """Label columns of ``view``'s rows in dataset order (NaN where the view or label is missing)."""
         records = []

@@ -1,0 +1,312 @@
+"""Model unlearning methods for the contrastive multimodal model (no classifier head anywhere).
+
+All methods start from a copy of the original model and reuse the training stage's pieces
+(``ViewEncoder``, ``compute_loss``, ``build_objective``, ``param_groups``), so the towers, LoRA
+adapters, masks of missing views and the logit-scale clamp behave exactly as in training.
+
+- ``laf``: label-free forgetting adapted from LAF (Shen et al., ICLR 2024, "Label-Agnostic
+  Forgetting"). LAF models the remaining data's representation distribution with a VAE, unlearns the
+  extractor at the representation level, then re-aligns remaining representations with the original
+  model's through a contrastive loss. Kept light here: the distribution of each view's retained
+  embeddings is a Gaussian with Ledoit-Wolf shrinkage covariance (Ledoit & Wolf 2004), fitted on the
+  original model's embeddings. One joint objective per step:
+
+  ``L = w_f * mean_v relu(cos(z_v(x_f), z0_v(x_f)) - margin)``   push forget representations away from
+  what the original gave them;
+  ``  + w_d * mean_v relu(NLL_v(z_v(x_f)) - tau_v) / D``          ...while staying inside the retained
+  distribution (tau_v = a quantile of retained NLLs), so they look like unseen data, not outliers;
+  ``  + w_r * mean_v InfoNCE(z_v(x_r), z0_v(x_r); T)``            LAF's representation-alignment term:
+  each retained sample's new embedding must pick its own original embedding among the batch's.
+
+- ``finetune``: fine-tune on retained data only with the training objective ("FT", Warnecke et al. 2023
+  baseline): forgetting by drift.
+- ``gradient_ascent``: NegGrad+ (Kurmanji et al. 2023, "Towards Unbounded Machine Unlearning"):
+  ``w_r * L(x_r) - w_f * min(L(x_f), bound)`` with the training loss ``L``; the ascent stops paying once
+  the forget batch's contrastive loss reaches ``bound = ascent_bound * log(batch)``, the loss of a model
+  at chance, which keeps the ascent from diverging.
+- ``retrain``: retraining from scratch on the retained data (the gold standard): the training stage's
+  ``train()`` after the tombstones are written, which its loaders honour.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.covariance import LedoitWolf
+
+from encoders import MultimodalModel
+from pipelines.data.dataset import StudyDataset, collate_studies
+from pipelines.train import (
+    TrainConfig,
+    ViewEncoder,
+    build_objective,
+    build_reference_cache,
+    compute_loss,
+    embed_dataset,
+    move_batch,
+)
+
+Method = Literal["laf", "finetune", "gradient_ascent", "retrain"]
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Settings of the approximate methods (``retrain`` uses the training config instead)."""
+
+    steps: int = dataclasses.field(default=40, metadata={"help": "optimizer steps of the unlearning"})
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 16
+    max_grad_norm: float = 1.0
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+    distribution_weight: float = dataclasses.field(
+        default=0.1, metadata={"help": "laf: weight of the retained-distribution term"}
+    )
+    margin: float = dataclasses.field(
+        default=0.0, metadata={"help": "laf: cosine to the original below which no push"}
+    )
+    distribution_quantile: float = 0.9
+    match_temperature: float = dataclasses.field(
+        default=0.1, metadata={"help": "laf: temperature of the representation-alignment InfoNCE"}
+    )
+    ascent_bound: float = dataclasses.field(
+        default=1.0, metadata={"help": "gradient_ascent: stop at this multiple of the chance loss log(B)"}
+    )
+
+
+@dataclasses.dataclass
+class Gaussian:
+    """A view's retained-embedding distribution: mean ``[D]`` and precision ``[D, D]``."""
+
+    mean: torch.Tensor
+    precision: torch.Tensor
+    threshold: float
+
+
+@dataclasses.dataclass
+class UnlearnOutcome:
+    model: MultimodalModel
+    steps: int
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def fit_gaussian(embeddings: np.ndarray, quantile: float) -> Gaussian:
+    """Ledoit-Wolf Gaussian of ``[N, D]`` embeddings; threshold = ``quantile`` of their own NLLs."""
+    lw = LedoitWolf().fit(np.asarray(embeddings, dtype=np.float64))
+    mean = torch.tensor(lw.location_, dtype=torch.float32)
+    precision = torch.tensor(lw.precision_, dtype=torch.float32)
+    nll = gaussian_nll(torch.tensor(embeddings, dtype=torch.float32), mean, precision)
+    return Gaussian(mean, precision, float(torch.quantile(nll, quantile)))
+
+
+def gaussian_nll(z: torch.Tensor, mean: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood up to a constant: half the squared Mahalanobis distance, ``[N]``."""
+    d = z - mean.to(z)
+    return 0.5 * torch.einsum("nd,de,ne->n", d, precision.to(z), d)
+
+
+def representation_match_loss(z_new: torch.Tensor, z_orig: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE with the original model's embedding of the same sample as the positive and the batch's
+    others as negatives (LAF's representation alignment, Shen et al. 2024, sec. 3.3)."""
+    logits = (F.normalize(z_new, dim=-1) @ F.normalize(z_orig, dim=-1).T) / temperature
+    return F.cross_entropy(logits, torch.arange(len(z_new), device=z_new.device))
+
+
+def laf_forget_loss(
+    z_new: dict[str, torch.Tensor],
+    z_orig: dict[str, torch.Tensor],
+    present: dict[str, torch.Tensor],
+    gaussians: dict[str, Gaussian],
+    margin: float,
+    distribution_weight: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Push-away + stay-in-distribution term of the forget batch, averaged over the present views."""
+    terms, pushes, dists = [], [], []
+    for view, z in z_new.items():
+        mask = present[view]
+        if not mask.any():
+            continue
+        cos = F.cosine_similarity(z[mask], z_orig[view][mask], dim=-1)
+        push = F.relu(cos - margin).mean()
+        term = push
+        if view in gaussians and distribution_weight:
+            g = gaussians[view]
+            nll = gaussian_nll(z[mask].float(), g.mean, g.precision)
+            dist = F.relu(nll - g.threshold).mean() / z.shape[-1]
+            term = term + distribution_weight * dist
+            dists.append(float(dist.detach()))
+        terms.append(term)
+        pushes.append(float(cos.detach().mean()))
+    if not terms:
+        return torch.zeros(()), {}
+    parts = {"forget_cos_to_original": float(np.mean(pushes))}
+    if dists:
+        parts["forget_excess_nll"] = float(np.mean(dists))
+    return torch.stack(terms).mean(), parts
+
+
+def laf_retain_loss(
+    z_new: dict[str, torch.Tensor],
+    z_orig: dict[str, torch.Tensor],
+    present: dict[str, torch.Tensor],
+    temperature: float,
+) -> torch.Tensor:
+    terms = []
+    for view, z in z_new.items():
+        mask = present[view]
+        if int(mask.sum()) < 2:
+            continue
+        terms.append(representation_match_loss(z[mask], z_orig[view][mask], temperature))
+    return torch.stack(terms).mean() if terms else torch.zeros(())
+
+
+def fit_retained_gaussians(
+    original: MultimodalModel,
+    retain_set: StudyDataset,
+    cfg: TrainConfig,
+    device: torch.device,
+    quantile: float,
+    max_samples: int = 512,
+    seed: int = 0,
+) -> dict[str, Gaussian]:
+    """Gaussians of the original model's retained embeddings per view (a seeded subsample)."""
+    feats, present = embed_dataset(original, retain_set, cfg.views, cfg.eval_batch_size, device)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for view, f in feats.items():
+        rows = np.flatnonzero(present[view].numpy())
+        if len(rows) < 3:
+            continue
+        if len(rows) > max_samples:
+            rows = rng.choice(rows, max_samples, replace=False)
+        out[view] = fit_gaussian(f[rows].numpy(), quantile)
+    return out
+
+
+def _batch(items: list[dict[str, Any]], cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    return move_batch(collate_studies(items, cfg.views), device)
+
+
+def _sample(n: int, size: int, rng: np.random.Generator) -> list[int]:
+    return rng.choice(n, size=min(size, n), replace=False).tolist()
+
+
+def unlearn_model(
+    original: MultimodalModel,
+    forget_items: list[dict[str, Any]],
+    retain_set: StudyDataset,
+    cfg: TrainConfig,
+    method: Method,
+    settings: MethodConfig,
+    device: torch.device,
+    seed: int = 0,
+    tracker: Any | None = None,
+) -> UnlearnOutcome:
+    """Run an approximate method (``laf``, ``finetune``, ``gradient_ascent``) from a copy of ``original``.
+
+    ``forget_items`` are the withdrawn studies as ``StudyDataset`` items, materialised before the data
+    purge; ``retain_set`` is the training split after it.
+    """
+    if method not in ("laf", "finetune", "gradient_ascent"):
+        raise ValueError(f"unlearn_model runs laf/finetune/gradient_ascent, not {method!r}")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    frozen = copy.deepcopy(original).to(device).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    model = copy.deepcopy(original).to(device)
+    model.train()
+    encoder, reference = ViewEncoder(model, cfg.views), ViewEncoder(frozen, cfg.views)
+    objective = build_objective(cfg.objective, distributed=False)
+    references = build_reference_cache(model, cfg, retain_set)
+    optimizer = torch.optim.AdamW(model.param_groups(settings.weight_decay), lr=settings.lr)
+    gaussians = (
+        fit_retained_gaussians(frozen, retain_set, cfg, device, settings.distribution_quantile, seed=seed)
+        if method == "laf" and settings.distribution_weight
+        else {}
+    )
+    history: list[dict[str, float]] = []
+    for step in range(settings.steps):
+        retain_batch = _batch(
+            [retain_set[i] for i in _sample(len(retain_set), settings.batch_size, rng)], cfg, device
+        )
+        parts: dict[str, float] = {}
+        if method == "finetune":
+            loss, _ = compute_loss(encoder, objective, retain_batch, references)
+            parts["retain_loss"] = float(loss.detach())
+        else:
+            forget_batch = _batch(
+                [forget_items[i] for i in _sample(len(forget_items), settings.batch_size, rng)], cfg, device
+            )
+            if method == "gradient_ascent":
+                retain_loss, _ = compute_loss(encoder, objective, retain_batch, references)
+                forget_loss, _ = compute_loss(encoder, objective, forget_batch, references)
+                bound = settings.ascent_bound * math.log(max(2, len(forget_batch["key"])))
+                loss = settings.retain_weight * retain_loss - settings.forget_weight * torch.clamp(
+                    forget_loss, max=bound
+                )
+                parts.update(retain_loss=float(retain_loss.detach()), forget_loss=float(forget_loss.detach()))
+            else:
+                z_f, _ = encoder(forget_batch)
+                z_r, _ = encoder(retain_batch)
+                with torch.no_grad():
+                    z0_f, _ = reference(forget_batch)
+                    z0_r, _ = reference(retain_batch)
+                forget_term, forget_parts = laf_forget_loss(
+                    z_f,
+                    z0_f,
+                    forget_batch["present"],
+                    gaussians,
+                    settings.margin,
+                    settings.distribution_weight,
+                )
+                retain_term = laf_retain_loss(z_r, z0_r, retain_batch["present"], settings.match_temperature)
+                loss = settings.forget_weight * forget_term + settings.retain_weight * retain_term
+                parts.update(forget_parts, retain_match=float(retain_term.detach()))
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"unlearning loss became {float(loss)} at step {step}: lower lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        optimizer.step()
+        model.clamp_logit_scale()
+        parts["loss"] = float(loss.detach())
+        history.append(parts)
+        if tracker is not None:
+            tracker.log_metrics({f"unlearn.{k}": v for k, v in parts.items()}, step + 1)
+    model.eval()
+    return UnlearnOutcome(model, settings.steps, time.perf_counter() - start, history)
+
+
+def time_training_steps(
+    original: MultimodalModel,
+    retain_set: StudyDataset,
+    cfg: TrainConfig,
+    device: torch.device,
+    n_steps: int = 3,
+    seed: int = 0,
+) -> float:
+    """Seconds per training step (the training stage's step on retained batches, from a copy), for
+    estimating retraining time when retraining is not run: ``epochs * len(retained) // batch`` steps."""
+    settings = MethodConfig(steps=n_steps, batch_size=cfg.batch_size, lr=cfg.optim.lr)
+    outcome = unlearn_model(original, [], retain_set, cfg, "finetune", settings, device, seed)
+    return outcome.seconds / max(1, n_steps)
+
+
+def materialise(dataset: StudyDataset) -> list[dict[str, Any]]:
+    """Every item of ``dataset`` in memory (the forget set must outlive its tombstoning and erasure)."""
+    items = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        items.append({k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in item.items()})
+    return items

@@ -1,0 +1,265 @@
+"""Verification of an unlearned model: membership inference, forget-set alignment, retained performance.
+
+Embeddings come in as :class:`pipelines.evaluate.SplitEmbeddings` (rows = studies) for four groups:
+*members* (retained training studies), *held-out* (the test split: never trained on), *forget* (the
+withdrawn training studies) and a *pool* (the validation split) that serves as shared negatives.
+
+**Membership inference** (Shokri et al. 2017; a "loss/similarity threshold" attack in the style of
+Yeom et al. 2018, learned): per study and objective pair (a, b) three features, the cosine of the pair
+and the InfoNCE loss in both directions against the pool's candidates (the per-sample training signal
+of a contrastive model). A logistic regression learns members (1) vs held-out (0); its out-of-fold
+AUC is the attack's power on this model. Fitted on all of them, it then scores the forget set: after
+unlearning, forget studies should be indistinguishable from held-out ones, i.e. the AUC of
+forget-vs-held-out scores is near 0.5 (or, with a retrained gold standard, near the retrained
+model's AUC). Both sides get percentile-bootstrap CIs.
+
+**Alignment**: mean cosine of the forget set's pairs minus the held-out set's (should be <= tolerance:
+the model aligns forgotten pairs no better than unseen ones).
+
+**Retained performance**: mean R@1 of every objective pair in both directions on retained training
+studies and on the test split, unlearned vs original; drops must stay within tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.special import logsumexp
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pipelines.evaluate import SplitEmbeddings
+from pipelines.evaluation import metrics as M
+
+
+@dataclasses.dataclass
+class VerifyConfig:
+    """Tolerances of the verification (absolute)."""
+
+    mia_tolerance: float = dataclasses.field(
+        default=0.15, metadata={"help": "|forget-vs-held-out attack AUC - reference| allowed"}
+    )
+    alignment_tolerance: float = dataclasses.field(
+        default=0.05, metadata={"help": "forget mean pair cosine may exceed held-out by this much"}
+    )
+    retained_tolerance: float = dataclasses.field(
+        default=0.1, metadata={"help": "allowed drop of retained/test mean R@1 vs the original"}
+    )
+    bootstrap_resamples: int = 500
+    max_members: int = dataclasses.field(default=512, metadata={"help": "members subsampled for the attack"})
+    folds: int = 5
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class Verification:
+    metrics: dict[str, float]
+    checks: dict[str, bool]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(self.checks.values())
+
+    @property
+    def outcome(self) -> str:
+        return "passed" if self.passed else "failed"
+
+
+def _l2n(x: np.ndarray) -> np.ndarray:
+    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
+
+
+def pair_features(
+    group: SplitEmbeddings,
+    pool: SplitEmbeddings,
+    pairs: Sequence[tuple[str, str]],
+    logit_scale: float,
+) -> np.ndarray:
+    """``[N, 3 * len(pairs)]``: per pair the pair cosine and the InfoNCE loss a->b and b->a of each
+    study against its own partner plus the pool's partners; NaN where the study lacks the pair."""
+    n = len(group.keys)
+    out = np.full((n, 3 * len(pairs)), np.nan)
+    for p, (a, b) in enumerate(pairs):
+        if a not in group.embeddings or b not in group.embeddings:
+            continue
+        rows = np.flatnonzero(group.present[a] & group.present[b])
+        if not len(rows):
+            continue
+        ea, eb = _l2n(group.embeddings[a][rows]), _l2n(group.embeddings[b][rows])
+        pool_a = (
+            _l2n(pool.embeddings[a][pool.present[a]]) if a in pool.embeddings else np.zeros((0, ea.shape[1]))
+        )
+        pool_b = (
+            _l2n(pool.embeddings[b][pool.present[b]]) if b in pool.embeddings else np.zeros((0, eb.shape[1]))
+        )
+        own = np.sum(ea * eb, axis=1)
+        losses = []
+        for q, pool_side in ((ea, pool_b), (eb, pool_a)):
+            logits = logit_scale * np.concatenate([own[:, None], q @ pool_side.T], axis=1)
+            losses.append(logsumexp(logits, axis=1) - logits[:, 0])
+        out[rows, 3 * p] = own
+        out[rows, 3 * p + 1] = losses[0]
+        out[rows, 3 * p + 2] = losses[1]
+    return out
+
+
+def _attack():
+    return make_pipeline(
+        SimpleImputer(strategy="median"),
+        StandardScaler(),
+        LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000),
+    )
+
+
+def bootstrap_auc_ci(
+    y_true: np.ndarray, y_score: np.ndarray, n_resamples: int, seed: int
+) -> tuple[float, float]:
+    """Stratified percentile-bootstrap 95% CI of the AUROC (``metrics.bootstrap_ci``)."""
+    ci, used = M.bootstrap_ci(y_true, y_score, n_resamples=n_resamples, seed=seed)
+    return ci["auroc"] if used >= 2 else (math.nan, math.nan)
+
+
+@dataclasses.dataclass
+class AttackResult:
+    power_auc: float
+    forget_auc: float
+    forget_auc_ci: tuple[float, float]
+    forget_membership: float
+    heldout_membership: float
+
+
+def membership_attack(
+    members: np.ndarray, heldout: np.ndarray, forget: np.ndarray, cfg: VerifyConfig
+) -> AttackResult:
+    """Fit members-vs-held-out on per-study features; score the forget set (see module docstring)."""
+    rng = np.random.default_rng(cfg.seed)
+    if len(members) > cfg.max_members:
+        members = members[rng.choice(len(members), cfg.max_members, replace=False)]
+    x = np.concatenate([members, heldout])
+    y = np.concatenate([np.ones(len(members), int), np.zeros(len(heldout), int)])
+    folds = max(2, min(cfg.folds, len(heldout), len(members)))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
+    out_of_fold = cross_val_predict(_attack(), x, y, cv=cv, method="predict_proba")[:, 1]
+    attack = _attack().fit(x, y)
+    forget_scores = attack.predict_proba(forget)[:, 1]
+    heldout_scores = out_of_fold[len(members) :]
+    y_fh = np.concatenate([np.ones(len(forget_scores), int), np.zeros(len(heldout_scores), int)])
+    s_fh = np.concatenate([forget_scores, heldout_scores])
+    return AttackResult(
+        power_auc=M.auroc(y, out_of_fold),
+        forget_auc=M.auroc(y_fh, s_fh),
+        forget_auc_ci=bootstrap_auc_ci(y_fh, s_fh, cfg.bootstrap_resamples, cfg.seed),
+        forget_membership=float(np.mean(forget_scores >= 0.5)),
+        heldout_membership=float(np.mean(heldout_scores >= 0.5)),
+    )
+
+
+def mean_pair_cosine(group: SplitEmbeddings, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+    """Per study, the mean cosine over the objective pairs it has (NaN if none)."""
+    feats = pair_features(group, group, pairs, 1.0)[:, 0::3]
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.where(np.isnan(feats), np.nan, feats), axis=1) if feats.size else feats
+
+
+def bootstrap_mean_diff(
+    a: np.ndarray, b: np.ndarray, n_resamples: int, seed: int
+) -> tuple[float, float, float]:
+    """``mean(a) - mean(b)`` and its percentile-bootstrap 95% CI (independent resampling of each side)."""
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if not len(a) or not len(b):
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    ia = rng.integers(0, len(a), (n_resamples, len(a)))
+    ib = rng.integers(0, len(b), (n_resamples, len(b)))
+    diffs = a[ia].mean(axis=1) - b[ib].mean(axis=1)
+    return float(a.mean() - b.mean()), float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
+
+
+def mean_r_at_1(group: SplitEmbeddings, pairs: Sequence[tuple[str, str]]) -> float:
+    """Mean R@1 over the pairs (both directions), on studies having both views."""
+    values = []
+    for a, b in pairs:
+        both = group.present[a] & group.present[b]
+        if both.sum() < 2:
+            continue
+        scores = M.retrieval_both_directions(
+            group.embeddings[a][both], group.embeddings[b][both], a, b, ks=(1,)
+        )
+        values += [scores[f"r@1.{a}->{b}"], scores[f"r@1.{b}->{a}"]]
+    return float(np.mean(values)) if values else math.nan
+
+
+@dataclasses.dataclass
+class ModelEmbeddings:
+    """One model's embeddings of the four groups, and its logit scale (``exp`` of the stored log)."""
+
+    members: SplitEmbeddings
+    heldout: SplitEmbeddings
+    forget: SplitEmbeddings
+    pool: SplitEmbeddings
+    logit_scale: float
+
+
+def attack_on(model: ModelEmbeddings, pairs: Sequence[tuple[str, str]], cfg: VerifyConfig) -> AttackResult:
+    feats = {
+        name: pair_features(getattr(model, name), model.pool, pairs, model.logit_scale)
+        for name in ("members", "heldout", "forget")
+    }
+    return membership_attack(feats["members"], feats["heldout"], feats["forget"], cfg)
+
+
+def verify_unlearning(
+    original: ModelEmbeddings,
+    unlearned: ModelEmbeddings,
+    pairs: Sequence[tuple[str, str]],
+    cfg: VerifyConfig,
+    retrained: ModelEmbeddings | None = None,
+) -> Verification:
+    """Metrics and pass/fail checks (see module docstring). ``retrained`` is the gold standard when run."""
+    m: dict[str, float] = {}
+    checks: dict[str, bool] = {}
+    attacks = {"original": attack_on(original, pairs, cfg), "unlearned": attack_on(unlearned, pairs, cfg)}
+    if retrained is not None:
+        attacks["retrained"] = attack_on(retrained, pairs, cfg)
+    for name, result in attacks.items():
+        m[f"mia.{name}.attack_auc_members_vs_heldout"] = result.power_auc
+        m[f"mia.{name}.auc_forget_vs_heldout"] = result.forget_auc
+        m[f"mia.{name}.auc_forget_vs_heldout_ci_low"] = result.forget_auc_ci[0]
+        m[f"mia.{name}.auc_forget_vs_heldout_ci_high"] = result.forget_auc_ci[1]
+        m[f"mia.{name}.forget_predicted_member_rate"] = result.forget_membership
+        m[f"mia.{name}.heldout_predicted_member_rate"] = result.heldout_membership
+    reference = attacks["retrained"].forget_auc if retrained is not None else 0.5
+    m["mia.reference_auc"] = reference
+    checks["membership_inference"] = abs(attacks["unlearned"].forget_auc - reference) <= cfg.mia_tolerance
+
+    for name, model in (("original", original), ("unlearned", unlearned)):
+        diff, low, high = bootstrap_mean_diff(
+            mean_pair_cosine(model.forget, pairs),
+            mean_pair_cosine(model.heldout, pairs),
+            cfg.bootstrap_resamples,
+            cfg.seed,
+        )
+        m[f"alignment.{name}.forget_minus_heldout"] = diff
+        m[f"alignment.{name}.forget_minus_heldout_ci_low"] = low
+        m[f"alignment.{name}.forget_minus_heldout_ci_high"] = high
+    diff = m["alignment.unlearned.forget_minus_heldout"]
+    checks["forget_alignment"] = not math.isnan(diff) and diff <= cfg.alignment_tolerance
+
+    for group in ("members", "heldout"):
+        before = mean_r_at_1(getattr(original, group), pairs)
+        after = mean_r_at_1(getattr(unlearned, group), pairs)
+        label = "retained_train" if group == "members" else "test"
+        m[f"retained.{label}.mean_r@1.original"] = before
+        m[f"retained.{label}.mean_r@1.unlearned"] = after
+        if retrained is not None:
+            m[f"retained.{label}.mean_r@1.retrained"] = mean_r_at_1(getattr(retrained, group), pairs)
+        checks[f"retained_{label}_retrieval"] = not math.isnan(after) and (
+            math.isnan(before) or before - after <= cfg.retained_tolerance
+        )
+    return Verification(m, checks)

@@ -1,0 +1,63 @@
+"""The evidence stage: its pure helpers, and a quick end-to-end run on the real samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.data.adapters.fsdd import list_fsdd
+from pipelines.evidence import Config, accuracy_ci, digits_split, run, zero_shot_predict
+
+
+def test_accuracy_ci_brackets_the_accuracy_and_narrows_with_more_data():
+    rng = np.random.default_rng(0)
+    small = rng.random(50) < 0.8
+    large = rng.random(5000) < 0.8
+    acc, low, high = accuracy_ci(small, 500, seed=1)
+    assert low <= acc <= high
+    _, low_l, high_l = accuracy_ci(large, 500, seed=1)
+    assert high_l - low_l < high - low
+
+
+def test_zero_shot_predict_picks_the_most_similar_prompt():
+    prompts = np.eye(3)
+    speech = np.array([[0.1, 0.9, 0.0], [0.0, 0.2, 0.7]])
+    assert zero_shot_predict(speech, prompts).tolist() == [1, 2]
+
+
+def test_digits_split_keeps_unseen_digits_out_of_training(shared_data):
+    items = digits_split(list_fsdd(shared_data / "fsdd", "official"), set(range(7)))
+    train_digits = {it.extra["digit"] for it in items if it.extra["split"] in {"train", "val"}}
+    test_digits = {it.extra["digit"] for it in items if it.extra["split"] == "test"}
+    assert train_digits == set("0123456") and test_digits == set("789")
+
+
+def test_quick_evidence_runs_end_to_end_and_writes_a_summary(shared_data, tmp_path):
+    cfg = Config(
+        shared_data=str(shared_data),
+        out=str(tmp_path / "out"),
+        processed=str(tmp_path / "processed"),
+        parts=["fsdd", "ecg"],
+        quick=True,
+        objectives=["cwcl"],
+        heldout_digits=False,
+        workers=1,
+        bootstrap_resamples=50,
+        model_dir=str(tmp_path / "no-model"),
+    )
+    assert run(cfg) == 0
+    evidence = json.loads((tmp_path / "out" / "evidence.json").read_text())
+    (result,) = evidence["fsdd"]["speaker_folds"][0]["results"]
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["n_test"] == 20
+    counts = evidence["ecg"]["preprocess"]
+    # Every ECG file is accounted for: processed or rejected with a reason, none lost.
+    assert (
+        counts["cinc2021"]["seen"] == 50
+        and counts["cinc2021"]["processed"] + counts["cinc2021"]["rejected"] == 50
+    )
+    assert counts["wfdb-samples"]["seen"] == 5
+    assert counts["dicom-samples-ecg"]["seen"] == 3
+    assert evidence["ecg"]["zero_shot"].startswith("skipped")
+    assert Path(tmp_path / "out" / "evidence.md").read_text().startswith("# Evidence")
