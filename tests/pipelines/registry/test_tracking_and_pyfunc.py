@@ -77,7 +77,11 @@ def test_training_against_a_real_server_registers_a_version_that_predicts(
     assert pyfunc.metadata.signature is not None
     frame = pd.DataFrame(
         [
-            {"modality": "xray", "input": str(_write_dicom(tmp_path / "cxr.dcm")), "labels": "cardiomegaly;pneumothorax"},
+            {
+                "modality": "xray",
+                "input": str(_write_dicom(tmp_path / "cxr.dcm")),
+                "labels": "cardiomegaly;pneumothorax",
+            },
             {"modality": "ecg", "input": str(_write_ecg(tmp_path)), "labels": "atrial fibrillation"},
             {"modality": "text", "input": "large right pleural effusion", "labels": "pleural effusion"},
             {"modality": "xray", "input": str(tmp_path / "missing.dcm"), "labels": "cardiomegaly"},
