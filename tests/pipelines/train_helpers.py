@@ -29,7 +29,7 @@ def tiny_more_config(data_root: Path, tmp_path: Path, **overrides) -> Config:
                 num_heads=2,
                 intermediate_size=64,
                 patch_len=50,
-                max_len=500,
+                max_len=5000,
                 lora=LoraSettings(mode="full"),
             ),
             "text": TowerConfig(
