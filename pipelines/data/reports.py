@@ -5,14 +5,16 @@ Three pure functions, used by ``preprocess-reports`` and usable alone:
 - ``split_sections(text)``: FINDINGS / IMPRESSION (and COMPARISON, INDICATION, HISTORY, TECHNIQUE,
   EXAMINATION) by their headers, whitespace normalised.
 - ``scrub_identifiers(text)``: names, dates, record numbers, phone numbers and e-mail addresses become
-  ``[NAME]``, ``[DATE]``, ``[ID]``, ``[PHONE]``, ``[EMAIL]``; clinical numbers (5 mm, 110 bpm, T10) stay.
+  ``[NAME]``, ``[DATE]``, ``[ID]``, ``[PHONE]``, ``[EMAIL]``, ages over 89 ``[AGE 90+]``; clinical
+  numbers (5 mm, 110 bpm, QRS 140 ms, T10, BP 120/80) stay.
   Patterns follow the HIPAA Safe Harbor identifier list (45 CFR 164.514(b)(2)); they catch what a
   report template writes, not every name in free prose, which is why raw text never leaves the raw
   folder and only scrubbed text reaches outputs.
 - ``label_report(text, vocabulary)``: per label 1 (positive), 0 (negated), -1 (uncertain) or None
   (not mentioned), with NegEx-style cue scoping (Chapman et al., J Biomed Inform 34:301, 2001) and
   CheXpert's aggregation of mentions (Irvin et al., AAAI 2019): any positive mention wins, else any
-  uncertain, else any negative.
+  uncertain, else any negative. Hedges, "likely" and "unlikely" included, are uncertain (the
+  vocabulary file explains why).
 
 The vocabulary (labels, synonyms, cues) is data: ``pipelines/resources/vocabulary.yaml``, versioned.
 """
@@ -102,10 +104,17 @@ _MONTH = (
     r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|"
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
-_NAME_WORD = r"(?!(?:MRN|DOB|ID|ACC|SSN|FINDINGS|IMPRESSION)\b)[A-Z][A-Za-z'\-]+"
-_NAME_RUN = rf"{_NAME_WORD}(?:[ \t]+(?:[A-Z]\.[ \t]+)?{_NAME_WORD}){{0,2}}"
+# Credentials and report words that follow a name but are not part of it.
+_NOT_NAME = r"(?:MRN|DOB|ID|ACC|SSN|FINDINGS|IMPRESSION|MD|DO|PhD|RN|NP|MBBS|FRCR|FRCPC)\b"
+_NAME_WORD = rf"(?!{_NOT_NAME})[A-Z][A-Za-z'\-]+"
+# Family-name particles are lower case ("Mrs. van der Berg", "Dr. de Souza").
+_PARTICLES = r"(?:(?:van|von|de|der|den|del|della|di|da|du|dos|la|le|ten|ter|bin|ibn|al|el)[ \t]+)*"
+_NAME_RUN = rf"{_PARTICLES}{_NAME_WORD}(?:[ \t]+(?:[A-Z]\.[ \t]+)?{_PARTICLES}{_NAME_WORD}){{0,2}}"
+# After a person label, a template may write "Family, Given" (HL7/DICOM order).
+_LABELLED_NAME = rf"{_NAME_RUN}(?:,[ \t]*{_NAME_WORD}(?:[ \t]+[A-Z]\.?(?![\w']))?)?"
 _ID_LABEL = (
-    r"(?:mrn|mr\s*#|medical\s+record(?:\s+(?:number|no\.?))?|patient\s+id|pid|unit\s+(?:number|no\.?)|"
+    r"(?:mrn|mr\s*#|med(?:ical)?\.?\s+rec(?:ord)?\.?(?:\s+(?:number|no\.?))?|patient\s+id|pid|"
+    r"unit\s+(?:number|no\.?)|"
     r"accession(?:\s+(?:number|no\.?))?|acc\.?\s*#|encounter(?:\s+(?:number|no\.?))?|"
     r"account(?:\s+(?:number|no\.?))?|visit(?:\s+(?:number|no\.?))|ssn|social\s+security(?:\s+number)?|"
     r"record(?:\s+(?:number|no\.?))|case(?:\s+(?:number|no\.?))|study\s+id|order(?:\s+(?:number|no\.?)))"
@@ -120,7 +129,10 @@ _PERSON_LABEL = (
 _SCRUB_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+\b"), "[EMAIL]"),
     # Labelled identifiers: keep the label (it says what was removed), replace the value.
-    (re.compile(rf"(?i)\b({_ID_LABEL})(\s*[:#]?\s*(?:no\.?\s*)?)(?=[A-Z0-9\-]*\d)[A-Z0-9\-]+"), r"\1\2[ID]"),
+    (
+        re.compile(rf"(?i)\b({_ID_LABEL})(\s*[:#]{{0,2}}\s*(?:no\.?\s*)?)(?=[A-Z0-9\-]*\d)[A-Z0-9\-]+"),
+        r"\1\2[ID]",
+    ),
     (
         re.compile(
             r"(?i)\b(phone|telephone|tel|pager|beeper|fax|cell|mobile)(\.?\s*(?:no\.?|number|#)?\s*[:#]?\s*)"
@@ -133,24 +145,54 @@ _SCRUB_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"(?<![\w(])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.\-])\d{3}[\s.\-]\d{4}(?!\w)"),
         "[PHONE]",
     ),
-    # Dates: ISO, numeric with / or -, dotted with a 4-digit year (German style), and with month names.
-    (re.compile(r"(?<![\w\-])\d{4}-\d{1,2}-\d{1,2}(?![\w\-])"), "[DATE]"),
+    # Dates: ISO (also with / or . and a time: 2023-04-01T10:22:33), D/M/Y or M/D/Y, dotted with a
+    # 4-digit year (German style), and with month names.
+    (
+        re.compile(
+            r"(?<![\w\-/.])\d{4}([\-/.])\d{1,2}\1\d{1,2}"
+            r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+\-]\d{2}:?\d{2})?)?(?![\w\-/])"
+        ),
+        "[DATE]",
+    ),
     (re.compile(r"(?<![\w/\-.])\d{1,2}[/\-]\d{1,2}[/\-](?:\d{4}|\d{2})(?![\w/\-])"), "[DATE]"),
     (re.compile(r"(?<![\w.])\d{1,2}\.\d{1,2}\.\d{4}(?![\w.])"), "[DATE]"),
     (re.compile(rf"(?i)\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}\b"), "[DATE]"),
     (re.compile(rf"(?i)\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b"), "[DATE]"),
     (re.compile(rf"(?i)\b(?!may\b){_MONTH}\.?\s+\d{{4}}\b"), "[DATE]"),
+    # 5-Jan-2023, 01-APR-23 (laboratory and ECG-cart style).
+    (re.compile(rf"(?i)(?<![\w\-])\d{{1,2}}[\-/ ]{_MONTH}[\-/ ](?:\d{{4}}|\d{{2}})(?![\w\-])"), "[DATE]"),
+    # Day and month without a year are still a date element under Safe Harbor; month names are taken
+    # only capitalised here ("March 3", "3rd of June") and never "May", which starts sentences.
+    (
+        re.compile(
+            r"\b(?:Jan|January|Feb|February|Mar|March|Apr|April|Jun|June|Jul|July|Aug|August|Sep|Sept|"
+            r"September|Oct|October|Nov|November|Dec|December)\.?\s+\d{1,2}(?:st|nd|rd|th)?(?![\w:/.])"
+        ),
+        "[DATE]",
+    ),
+    (
+        re.compile(
+            r"\b\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?(?:Jan|January|Feb|February|Mar|March|Apr|April|May|"
+            r"Jun|June|Jul|July|Aug|August|Sep|Sept|September|Oct|October|Nov|November|Dec|December)\b"
+        ),
+        "[DATE]",
+    ),
+    (re.compile(r"(?i)\b(on|dated?|since|until)(\s+)\d{1,2}/\d{1,2}(?![\d/])"), r"\1\2[DATE]"),
+    # Ages over 89 are an identifier (45 CFR 164.514(b)(2)(i)(C)); they are aggregated as "90+".
+    (re.compile(r"(?i)\b(?:9\d|1[0-4]\d)(?=[\s\-]*(?:years?|yrs?|y/?o)\b)"), "[AGE 90+]"),
+    (re.compile(r"(?i)(?<!\[)\b(age[d]?\s*:?\s*)(?:9\d|1[0-4]\d)\b"), r"\1[AGE 90+]"),
     # Any token holding a run of 6+ digits is a record, accession or device number, never a measurement.
     (re.compile(r"(?<![\w\-])[A-Za-z#\-]*\d{6,}[A-Za-z0-9\-]*"), "[ID]"),
     # Names: DICOM person names (Family^Given), after a title, after a person label.
     (re.compile(r"\b[A-Z][A-Za-z'\-]*\^[A-Za-z'\-^]*"), "[NAME]"),
     (re.compile(rf"\b(?:Dr|Mr|Mrs|Ms|Miss|Mx|Prof|Doctor|DR|MR\.|MRS|MS\.)(\.?[ \t]+){_NAME_RUN}"), "[NAME]"),
-    (re.compile(rf"\b((?i:{_PERSON_LABEL}))([ \t]*[:,\-]?[ \t]*){_NAME_RUN}"), r"\1\2[NAME]"),
+    (re.compile(rf"\b((?i:{_PERSON_LABEL}))([ \t]*[:,\-]?[ \t]*){_LABELLED_NAME}"), r"\1\2[NAME]"),
 )
 
 
 def scrub_identifiers(text: str) -> str:
-    """``text`` with identifiers replaced by ``[NAME]``, ``[DATE]``, ``[ID]``, ``[PHONE]``, ``[EMAIL]``.
+    """``text`` with identifiers replaced by ``[NAME]``, ``[DATE]``, ``[ID]``, ``[PHONE]``, ``[EMAIL]``
+    and ages over 89 by ``[AGE 90+]``.
 
     Kept on purpose: measurements and anatomy (``5 mm``, ``110 bpm``, ``QRS 140 ms``, ``T10``, ``V1``),
     years alone, and words after a person label that are not capitalised ("patient is a ...").
@@ -223,6 +265,10 @@ class Vocabulary:
         alternation = "|".join(r"[\s\-]+".join(re.escape(w) for w in key.split(" ")) for key in keys)
         object.__setattr__(self, "_roles", {k: tuple(dict.fromkeys(v)) for k, v in roles.items()})
         object.__setattr__(self, "_pattern", re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.IGNORECASE))
+
+    def mlflow_params(self, prefix: str = "") -> dict[str, str]:
+        """``{prefix}vocabulary_version`` and ``..._sha256``: which labeller rules made a manifest's labels."""
+        return {f"{prefix}vocabulary_version": self.version, f"{prefix}vocabulary_sha256": self.sha256}
 
     def names(self, modality: str | None = None) -> list[str]:
         """Label names (manifest columns), in file order, of one modality or all."""

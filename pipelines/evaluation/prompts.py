@@ -5,7 +5,8 @@ text templates. Labels are names of the label vocabulary (``pipelines/resources/
 so they equal the manifest columns the report labeller writes. ``{display}`` in a template is the
 label's display words, ``{label}`` the label name with underscores as spaces.
 
-Scoring (all pure numpy):
+Scoring (pure; numpy arrays in -> float64 numpy out, torch tensors in -> torch out on the same
+device and dtype, differentiable):
 - ``ensemble``: several templates of one class -> one embedding: mean of the L2-normalised
   embeddings, re-normalised (CLIP prompt ensembling, Radford et al. 2021, section 3.1.4).
 - ``pair_probabilities``: P(positive) as a softmax over the (positive, negative) pair of scaled
@@ -23,11 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 import yaml
 
 from pipelines.errors import StageError
 
 PROMPTS_PACKAGE_DIR = "resources/prompts"
+# Other names a packaged set is known by (the task name of evaluate for the X-ray set).
+PROMPT_SET_ALIASES = {"xray_findings": "cxr_findings"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +59,14 @@ class PromptSet:
             raise KeyError(f"label {label!r} is not in prompt set {self.name} (labels: {self.labels})")
         return list(self.positives[label]), list(self.negatives[label])
 
+    def mlflow_params(self, prefix: str = "") -> dict[str, str]:
+        """``{prefix}prompt_set``, ``..._version``, ``..._sha256``: enough to say which prompts scored a run."""
+        return {
+            f"{prefix}prompt_set": self.name,
+            f"{prefix}prompt_set_version": self.version,
+            f"{prefix}prompt_set_sha256": self.sha256,
+        }
+
     def with_labels(self, labels: Sequence[str]) -> PromptSet:
         """This set's generic templates applied to ``labels`` (for free-word sets such as speech intents)."""
         positives = {
@@ -79,6 +92,7 @@ def _resolve(name_or_path: str | Path) -> tuple[str, bytes, str]:
             return path.stem, path.read_bytes(), str(path)
         except OSError as err:
             raise StageError(f"cannot read prompt set {path}: {err.strerror}") from err
+    text = PROMPT_SET_ALIASES.get(text, text)
     resource = resources.files("pipelines").joinpath(f"{PROMPTS_PACKAGE_DIR}/{text}.yaml")
     if not resource.is_file():
         available = sorted(
@@ -157,35 +171,59 @@ def load_prompt_set(name_or_path: str | Path, vocabulary: Any = None) -> PromptS
 
 
 # --------------------------------------------------------------------------- scoring
-def l2_normalise(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
-    """``x / ||x||`` along ``axis`` (zero vectors stay zero)."""
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), eps)
+Array = np.ndarray | torch.Tensor
 
 
-def ensemble(embeddings: np.ndarray) -> np.ndarray:
-    """``[n_templates, d] -> [d]``: mean of the L2-normalised template embeddings, re-normalised."""
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
-        raise ValueError(f"expected [n_templates >= 1, d] embeddings, got shape {embeddings.shape}")
-    return l2_normalise(l2_normalise(embeddings).mean(axis=0))
+def _tensor(x: Array) -> torch.Tensor:
+    """A tensor view of ``x``: tensors as they are, anything else as float64 (exact reference maths)."""
+    if isinstance(x, torch.Tensor):
+        return x if x.is_floating_point() else x.float()
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
 
 
-def _softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    shifted = logits - logits.max(axis=axis, keepdims=True)  # stable: exp of values <= 0
-    e = np.exp(shifted)
-    return e / e.sum(axis=axis, keepdims=True)
+def _like(result: torch.Tensor, reference: Array) -> Array:
+    """``result`` in the kind of ``reference``: numpy in, numpy out."""
+    return result if isinstance(reference, torch.Tensor) else result.detach().cpu().numpy()
 
 
-def pair_probabilities(x: np.ndarray, pos: np.ndarray, neg: np.ndarray, logit_scale: float) -> np.ndarray:
-    """``[n, d]`` embeddings, positive and negative class embeddings ``[d]`` -> ``[n, 2]``
-    probabilities ``softmax(s * [cos(x, pos), cos(x, neg)])``; column 0 is P(positive)."""
-    x = l2_normalise(np.atleast_2d(x))
-    logits = float(logit_scale) * np.stack([x @ l2_normalise(pos), x @ l2_normalise(neg)], axis=1)
-    return _softmax(logits, axis=1)
+def l2_normalise(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:
+    """``x / max(||x||, eps)`` along ``axis`` (zero vectors stay zero)."""
+    return _like(F.normalize(_tensor(x), dim=axis, eps=eps), x)
 
 
-def multiclass_probabilities(x: np.ndarray, class_embeddings: np.ndarray, logit_scale: float) -> np.ndarray:
-    """``[n, d]`` embeddings, ``[k, d]`` class embeddings -> ``[n, k]`` softmax of scaled cosines."""
-    x = l2_normalise(np.atleast_2d(x))
-    return _softmax(float(logit_scale) * (x @ l2_normalise(class_embeddings).T), axis=1)
+def ensemble(embeddings: Array) -> Array:
+    """``[n_templates, d] -> [d]``: mean of the L2-normalised template embeddings, re-normalised.
+
+    Normalising first weights every template equally whatever its norm (CLIP, Radford et al. 2021,
+    section 3.1.4, averages in the normalised embedding space).
+    """
+    t = _tensor(embeddings)
+    if t.ndim != 2 or t.shape[0] == 0:
+        raise ValueError(f"expected [n_templates >= 1, d] embeddings, got shape {tuple(t.shape)}")
+    return _like(F.normalize(F.normalize(t, dim=-1).mean(dim=0), dim=-1), embeddings)
+
+
+def _scale(logit_scale: float | torch.Tensor) -> float | torch.Tensor:
+    """A learnt scale stays a tensor (gradients flow); a number becomes a float."""
+    return logit_scale if isinstance(logit_scale, torch.Tensor) else float(logit_scale)
+
+
+def pair_probabilities(x: Array, pos: Array, neg: Array, logit_scale: float | torch.Tensor) -> Array:
+    """``[n, d]`` (or ``[d]``) embeddings, positive and negative class embeddings ``[d]`` -> ``[n, 2]``
+    probabilities ``softmax(s * [cos(x, pos), cos(x, neg)])``; column 0 is P(positive).
+
+    With two classes this equals ``sigmoid(s * (cos(x, pos) - cos(x, neg)))`` (CheXzero, Tiu et al. 2022).
+    """
+    t = _tensor(x)
+    t = F.normalize(t.unsqueeze(0) if t.ndim == 1 else t, dim=-1)
+    classes = F.normalize(torch.stack([_tensor(pos).to(t), _tensor(neg).to(t)]), dim=-1)
+    return _like(torch.softmax(_scale(logit_scale) * (t @ classes.T), dim=1), x)
+
+
+def multiclass_probabilities(x: Array, class_embeddings: Array, logit_scale: float | torch.Tensor) -> Array:
+    """``[n, d]`` (or ``[d]``) embeddings, ``[k, d]`` class embeddings -> ``[n, k]`` softmax of scaled
+    cosines (CLIP zero-shot classification, Radford et al. 2021, section 3.1.2)."""
+    t = _tensor(x)
+    t = F.normalize(t.unsqueeze(0) if t.ndim == 1 else t, dim=-1)
+    classes = F.normalize(_tensor(class_embeddings).to(t), dim=-1)
+    return _like(torch.softmax(_scale(logit_scale) * (t @ classes.T), dim=1), x)

@@ -191,6 +191,7 @@ def _signature() -> Any:
 
 def prompt_bundle(modalities: list[str], prompt_sets: dict[str, str] | None = None) -> dict[str, Any]:
     """Templates per label for each modality's prompt set, frozen into the model at logging time."""
+    from pipelines.errors import StageError
     from pipelines.evaluation.prompts import load_prompt_set
 
     names = {**DEFAULT_PROMPT_SETS, **(prompt_sets or {})}
@@ -201,7 +202,7 @@ def prompt_bundle(modalities: list[str], prompt_sets: dict[str, str] | None = No
             continue
         try:
             prompt_set = load_prompt_set(name)
-        except (FileNotFoundError, ValueError) as err:
+        except (FileNotFoundError, ValueError, StageError) as err:
             print(f"warning: prompt set {name!r} for {modality} not bundled ({err})")
             continue
         templates = {}

@@ -61,6 +61,17 @@ def test_headers_on_one_line_and_synonyms_map_to_one_key():
         ("pager: 4321", "pager: [PHONE]"),
         ("mail jane.doe@example.org now", "mail [EMAIL] now"),
         ("Smith^John", "[NAME]"),
+        ("Patient: SMITH, JOHN", "Patient: [NAME]"),
+        ("Patient Name: O'Neil-Brown, Mary", "Patient Name: [NAME]"),
+        ("Attending: Jane Doe, MD", "Attending: [NAME], MD"),
+        ("Mrs. van der Berg", "[NAME]"),
+        ("drawn 5-Jan-2023", "drawn [DATE]"),
+        ("drawn 01-APR-23", "drawn [DATE]"),
+        ("on 2023/04/01", "on [DATE]"),
+        ("acquired 2023-04-01T10:22:33", "acquired [DATE]"),
+        ("seen March 3 and on 4/1.", "seen [DATE] and on [DATE]."),
+        ("Med Rec #: 00123", "Med Rec #: [ID]"),
+        ("A 94-year-old man, age 92", "A [AGE 90+]-year-old man, age [AGE 90+]"),
     ],
 )
 def test_identifiers_are_replaced(text, expected):
@@ -77,6 +88,8 @@ def test_identifiers_are_replaced(text, expected):
         "Effusion measures 2.5 cm, unchanged since 2019.",
         "Patient is a 65 year old with cough; the patient may represent",
         "Findings may represent early pulmonary edema.",
+        "QT/QTc 400/450 ms, EF 55-60%, C5-C6 disc, a murmur of 3/6 in 1/3 of beats.",
+        "A 65 year old, age 72.",
     ],
 )
 def test_clinical_numbers_and_words_are_kept(text):
@@ -128,6 +141,16 @@ def test_vocabulary_snomed_codes_exist_in_the_challenge_tables(vocab, shared_dat
     assert known[vocab.get("AF").snomed[0]] == "AF"
 
 
+def test_vocabulary_hash_follows_the_file_content(tmp_path):
+    path = tmp_path / "vocab.yaml"
+    path.write_text('version: "7"\nlabels:\n  - {name: edema, modality: xray, synonyms: [edema]}\n')
+    first = R.load_vocabulary(path)
+    assert first.mlflow_params() == {"vocabulary_version": "7", "vocabulary_sha256": first.sha256}
+    assert R.label_report("Mild edema.", first) == {"edema": 1}
+    path.write_text(path.read_text().replace("[edema]", "[edema, oedema]"))
+    assert R.load_vocabulary(path).sha256 != first.sha256
+
+
 def test_bad_vocabulary_file_is_a_readable_error(tmp_path):
     path = tmp_path / "vocab.yaml"
     path.write_text("version: 1\nlabels:\n  - name: x\n    modality: mri\n")
@@ -157,11 +180,39 @@ def test_bad_vocabulary_file_is_a_readable_error(tmp_path):
         ("Heart size is normal.", {"cardiomegaly": 0}),
         ("Small pericardial effusion.", {"pleural_effusion": None}),
         ("No effusion. Possible effusion. Effusion.", {"pleural_effusion": 1}),
+        ("Likely atelectasis.", {"atelectasis": -1}),
+        ("Pneumonia is unlikely.", {"pneumonia": -1}),
+        ("Opacity, likely atelectasis.", {"lung_opacity": 1, "atelectasis": -1}),
+        ("No pneumothorax, but there is a small effusion.", {"pneumothorax": 0, "pleural_effusion": 1}),
+        ("No pneumothorax. Effusion is still present.", {"pneumothorax": 0, "pleural_effusion": 1}),
+        ("Lines and tubes are unchanged in position.", {"support_devices": 1}),
+        ("No lines or tubes.", {"support_devices": 0}),
+        ("Hyperexpanded lungs with emphysema.", {"emphysema": 1}),
+        ("Subcutaneous emphysema in the left chest wall.", {"emphysema": None}),
+        ("Small hiatal hernia.", {"hernia": 1, "no_finding": 0}),
     ],
 )
 def test_negation_and_uncertainty_are_scoped_to_the_clause(vocab, text, expected):
     labels = R.label_report(text, vocab, "xray")
     assert {k: labels[k] for k in expected} == expected
+
+
+def test_a_demo_style_report_is_split_and_labelled(vocab):
+    text = (
+        "FINDINGS: The heart is enlarged. Small left pleural effusion. No pneumothorax. "
+        "IMPRESSION: Cardiomegaly with small effusion."
+    )
+    assert R.split_sections(text) == {
+        "findings": "The heart is enlarged. Small left pleural effusion. No pneumothorax.",
+        "impression": "Cardiomegaly with small effusion.",
+    }
+    labels = R.label_report(text, vocab, "xray")
+    assert {k: v for k, v in labels.items() if v is not None} == {
+        "cardiomegaly": 1,
+        "pleural_effusion": 1,
+        "pneumothorax": 0,
+        "no_finding": 0,
+    }
 
 
 def test_unmentioned_labels_are_none(vocab):
@@ -188,6 +239,10 @@ def test_no_finding_needs_a_normal_statement_and_no_abnormal_finding(vocab):
         ("No acute ST changes.", {"STE": 0}),
         ("ST-segment elevation in contiguous leads.", {"STE": 1}),
         ("Sinustachykardie, sonst normales EKG.", {"STach": 1}),
+        ("Sinus rhythm with 1st degree A-V block.", {"NSR": 1, "IAVB": 1}),
+        ("No AV block.", {"IAVB": 0}),
+        ("Atrial fibrillation with rapid ventricular response. PVCs.", {"AF": 1, "PVC": 1}),
+        ("Cannot rule out anterior infarct, age undetermined.", {"MI": -1}),
     ],
 )
 def test_ecg_statements(vocab, text, expected):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from pipelines.data.reports import load_vocabulary
 from pipelines.errors import StageError
@@ -35,6 +36,15 @@ def test_sets_cover_the_demo_labels():
     assert set(ECG_CODES) <= set(load_prompt_set("ecg_diagnoses").labels)
 
 
+def test_every_public_dataset_xray_label_has_prompts():
+    """CheXpert/MIMIC-CXR and NIH ChestX-ray14 label columns can all be scored zero-shot."""
+    from pipelines.data.adapters._common import label_map
+
+    mapping = label_map("cxr_findings")
+    ours = set(mapping["chexpert"].values()) | {name for names in mapping["nih"].values() for name in names}
+    assert ours <= set(load_prompt_set("cxr_findings").labels)
+
+
 def test_templates_are_filled_with_display_words():
     positives, negatives = load_prompt_set("cxr_findings").texts_for("pleural_effusion")
     assert "findings consistent with pleural effusion" in positives
@@ -45,6 +55,17 @@ def test_generic_set_applies_templates_to_given_labels():
     prompts = load_prompt_set("speech_intents").with_labels(["turn_on_lights"])
     positives, _ = prompts.texts_for("turn_on_lights")
     assert "turn on lights" in positives and "a request to turn on lights" in positives
+
+
+def test_xray_findings_is_another_name_of_the_cxr_set_and_params_identify_it():
+    prompts = load_prompt_set("xray_findings")
+    assert prompts.sha256 == load_prompt_set("cxr_findings").sha256
+    params = prompts.mlflow_params("xray.")
+    assert params == {
+        "xray.prompt_set": "cxr_findings",
+        "xray.prompt_set_version": prompts.version,
+        "xray.prompt_set_sha256": prompts.sha256,
+    }
 
 
 def test_set_from_a_file_and_its_hash_follows_content(tmp_path):
@@ -100,3 +121,26 @@ def test_multiclass_probabilities_are_a_softmax_over_classes():
     p = multiclass_probabilities(x, classes, logit_scale=2.0)
     expected = np.exp([0.0, 2.0, 0.0]) / np.exp([0.0, 2.0, 0.0]).sum()
     np.testing.assert_allclose(p[0], expected)
+
+
+def test_torch_inputs_give_torch_outputs_equal_to_the_numpy_results_and_keep_gradients():
+    rng = np.random.default_rng(1)
+    templates, x = rng.normal(size=(4, 6)), rng.normal(size=(3, 6))
+    pos, neg = ensemble(templates[:2]), ensemble(templates[2:])
+    t_templates = torch.tensor(templates, dtype=torch.float32, requires_grad=True)
+    t_pos, t_neg = ensemble(t_templates[:2]), ensemble(t_templates[2:])
+    assert isinstance(t_pos, torch.Tensor) and t_pos.dtype == torch.float32
+    np.testing.assert_allclose(t_pos.detach().numpy(), pos, rtol=1e-5)
+    scale = torch.tensor(5.0, requires_grad=True)
+    p = pair_probabilities(torch.tensor(x, dtype=torch.float32), t_pos, t_neg, scale)
+    np.testing.assert_allclose(p.detach().numpy(), pair_probabilities(x, pos, neg, 5.0), rtol=1e-5)
+    p[:, 0].sum().backward()
+    assert t_templates.grad is not None and scale.grad is not None
+    q = multiclass_probabilities(torch.tensor(x[0]), torch.tensor(templates), 3.0)
+    assert q.shape == (1, 4)
+    np.testing.assert_allclose(q.numpy(), multiclass_probabilities(x[:1], templates, 3.0))
+
+
+def test_ensemble_rejects_an_empty_template_list():
+    with pytest.raises(ValueError, match="n_templates"):
+        ensemble(np.zeros((0, 4)))
