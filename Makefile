@@ -63,6 +63,7 @@ train-more: train-morE ## alias of train-morE
 train-MoRE: train-morE ## alias of train-morE
 $(STAMPS)/train-more: $(STAMPS)/preprocess-xray $(STAMPS)/preprocess-ecg $(STAMPS)/preprocess-reports configs/train_more.yaml
 	$(RUN) train-more --config configs/train_more.yaml $(ARGS)
+	$(RUN) report --config configs/evaluate.yaml model_ref=latest
 	touch $@
 
 train-speech: $(STAMPS)/preprocess-speech ## speech <-> transcript/intent alignment with CWCL, register

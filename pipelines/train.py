@@ -381,7 +381,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, dist: DistInfo
     return batches
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -477,7 +477,7 @@ def validate(
 # --------------------------------------------------------------------------- the run
 
 
-def _check_config(cfg: TrainConfig) -> None:
+def check_config(cfg: TrainConfig) -> None:
     towers = set(cfg.model.towers)
     for name, view in cfg.views.items():
         if view.tower not in towers:
@@ -507,7 +507,7 @@ class TrainResult:
 
 def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
     """The training loop. ``tracker`` (optional) gets ``log_metrics(dict, step)``; MLflow in ``run``."""
-    _check_config(cfg)
+    check_config(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -576,7 +576,7 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
     def save_checkpoint(path: Path, epoch: int, batch: int) -> None:
         if not dist.is_main:
             return
-        _atomic_torch_save(
+        atomic_torch_save(
             {
                 "model": trainable_state(model),
                 "optimizer": optimizer.state_dict(),
@@ -680,7 +680,7 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
             print(f"epoch {epoch + 1}: {shown}")
             if metrics["val.mean_r@1"] > best["val.mean_r@1"]:
                 best = metrics
-                _atomic_torch_save(
+                atomic_torch_save(
                     {"model": trainable_state(model), "step": step, "metrics": metrics}, best_path
                 )
         save_checkpoint(last_path, epoch + 1, 0)

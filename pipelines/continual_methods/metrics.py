@@ -1,0 +1,125 @@
+"""Forgetting metrics of a task sequence, with paired bootstrap CIs. Pure numpy.
+
+``R[i, j]`` is the performance on task j's test split after training on tasks 0..i (Lopez-Paz &
+Ranzato 2017, "Gradient Episodic Memory for Continual Learning", Sec. 5); ``b[j]`` the performance of a
+reference model that has seen none of them (GEM uses random initialisation; here also the starting
+model, row "start"). With T tasks:
+
+- average accuracy  ACC = 1/T sum_j R[T-1, j]
+- backward transfer BWT = 1/(T-1) sum_{j<T-1} (R[T-1, j] - R[j, j])   (negative = forgetting)
+- forward transfer  FWT = 1/(T-1) sum_{j>0} (R[j-1, j] - b[j])
+
+Every entry of R is a mean of per-sample scores (e.g. top-1 retrieval hits of task j's test studies),
+so the bootstrap resamples task j's test studies once per replicate and applies the same indices to
+every row i: the CI of BWT keeps the pairing between "just learned" and "at the end".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+def average_accuracy(matrix: np.ndarray) -> float:
+    r = np.asarray(matrix, dtype=float)
+    return float(r[-1].mean())
+
+
+def backward_transfer(matrix: np.ndarray) -> float:
+    r = np.asarray(matrix, dtype=float)
+    t = r.shape[0]
+    if t < 2:
+        return math.nan
+    return float(np.mean([r[t - 1, j] - r[j, j] for j in range(t - 1)]))
+
+
+def forward_transfer(matrix: np.ndarray, baseline: Sequence[float]) -> float:
+    r = np.asarray(matrix, dtype=float)
+    b = np.asarray(baseline, dtype=float)
+    t = r.shape[0]
+    if t < 2:
+        return math.nan
+    return float(np.mean([r[j - 1, j] - b[j] for j in range(1, t)]))
+
+
+def top1_hits(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Per query i: probability that candidate i ranks first by cosine similarity, ties broken at
+    random (``1 / (1 + n tied)`` when nothing scores higher, else 0); the mean is R@1 as in
+    :func:`pipelines.evaluation.metrics.retrieval_recall` with ``ties="expected"``."""
+    q = np.asarray(queries, dtype=np.float64)
+    c = np.asarray(candidates, dtype=np.float64)
+    sims = q @ c.T
+    own = np.diag(sims)[:, None]
+    tol = 1e-9 * np.maximum(1.0, np.abs(own))
+    above = (sims > own + tol).any(axis=1)
+    n_tied = (np.abs(sims - own) <= tol).sum(axis=1)
+    return np.where(above, 0.0, 1.0 / n_tied)
+
+
+def bootstrap_matrix_metrics(
+    scores: Sequence[Sequence[np.ndarray]],
+    baseline: Sequence[np.ndarray] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, tuple[float, float, float]]:
+    """``{"acc"|"bwt"|"fwt": (point, low, high)}`` from per-sample scores.
+
+    ``scores[i][j]`` [n_j]: per-sample score of task j's test samples after task i (same sample order
+    in every row); ``baseline[j]`` [n_j] the reference model's. Percentile bootstrap (Efron &
+    Tibshirani 1993, ch. 13), resampling each task's samples independently, paired across rows.
+    """
+    t = len(scores)
+    sizes = [len(scores[0][j]) for j in range(t)]
+    stacked = [np.stack([np.asarray(scores[i][j], dtype=float) for i in range(t)]) for j in range(t)]
+    base = [np.asarray(baseline[j], dtype=float) for j in range(t)] if baseline is not None else None
+
+    def summarise(columns: list[np.ndarray], base_means: list[float] | None) -> dict[str, float]:
+        matrix = np.stack(columns, axis=1)  # columns[j] = R[:, j]
+        out = {"acc": average_accuracy(matrix), "bwt": backward_transfer(matrix)}
+        if base_means is not None:
+            out["fwt"] = forward_transfer(matrix, base_means)
+        return out
+
+    point = summarise(
+        [s.mean(axis=1) for s in stacked], [float(b.mean()) for b in base] if base is not None else None
+    )
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {k: [] for k in point}
+    for _ in range(n_resamples):
+        idx = [rng.integers(0, n, size=n) for n in sizes]
+        columns = [stacked[j][:, idx[j]].mean(axis=1) for j in range(t)]
+        base_means = [float(base[j][idx[j]].mean()) for j in range(t)] if base is not None else None
+        for k, v in summarise(columns, base_means).items():
+            draws[k].append(v)
+    alpha = (1 - confidence) / 2
+    out = {}
+    for k, v in point.items():
+        values = np.asarray(draws[k])
+        values = values[np.isfinite(values)]
+        low, high = np.quantile(values, [alpha, 1 - alpha]) if values.size >= 2 else (math.nan, math.nan)
+        out[k] = (v, float(low), float(high))
+    return out
+
+
+def paired_bootstrap(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """``(point, low, high)`` of ``statistic(indices)`` over resampled sample indices ``[0, n)``: the
+    caller's statistic uses the same indices for both models it compares (e.g. zero-shot AUROC of the
+    starting and the final model on the same resampled studies). NaN replicates are skipped."""
+    point = float(statistic(np.arange(n)))
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(n_resamples)], dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return point, math.nan, math.nan
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return point, float(low), float(high)

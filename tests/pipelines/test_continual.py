@@ -1,0 +1,182 @@
+"""The continual stage: distillation and weight ensembling behave as their papers define, a tiny task
+sequence runs every method end to end, and a resumed run ends exactly like an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from pipelines.config import load_config
+from pipelines.continual import (
+    Config,
+    TaskSpec,
+    continual,
+    method_parts,
+    read_task_map,
+    task_keys,
+)
+from pipelines.continual_methods.distill import reference_distillation_loss
+from pipelines.continual_methods.replay import BUFFER_COLUMNS
+from pipelines.continual_methods.weights import l2_to_initial, wise_ft
+from pipelines.data import ids
+from pipelines.data.dataset import StudyDataset, more_views
+from pipelines.errors import StageError
+from pipelines.train import trainable_state
+from tests.pipelines.processed_fixture import write_processed_dataset
+from tests.pipelines.train_helpers import tiny_more_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_processed_dataset(tmp_path_factory.mktemp("processed") / "demo", n_studies=48)
+    studies = pd.read_csv(root / "reports" / "manifest.csv")["study_id"].drop_duplicates()
+    # Two tasks: even and odd studies (the processed demo gets its tasks from truth.csv the same way).
+    tasks = pd.DataFrame({"study_id": studies, "task": [str(1 + int(s[2:]) % 2) for s in studies]})
+    tasks.to_csv(root / "tasks.csv", index=False)
+    return root
+
+
+def _config(data_root: Path, tmp_path: Path, **overrides) -> Config:
+    tiny = tiny_more_config(data_root, tmp_path)
+    values = dict(
+        data_root=str(data_root),
+        model=tiny.model,
+        start_from="scratch",
+        tasks=[TaskSpec("even", {"task": "1"}), TaskSpec("odd", {"task": "2"})],
+        task_map=str(data_root / "tasks.csv"),
+        epochs=1,
+        max_steps=2,
+        batch_size=8,
+        eval_batch_size=16,
+        threads=1,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        bootstrap_resamples=50,
+        register=False,
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+    )
+    values.update(overrides)
+    cfg = Config(**values)
+    cfg.replay.capacity, cfg.replay.batch_size = 6, 4
+    cfg.distill.reference_size, cfg.distill.batch_size, cfg.distill.max_sentences = 6, 4, 6
+    return cfg
+
+
+# --------------------------------------------------------------------------- pure pieces
+
+
+def test_distillation_loss_is_zero_when_student_equals_teacher_and_positive_otherwise() -> None:
+    g = torch.Generator().manual_seed(0)
+    inputs, texts = torch.randn(6, 16, generator=g), torch.randn(5, 16, generator=g)
+    assert float(reference_distillation_loss(inputs, texts, inputs, texts, 0.05)) == pytest.approx(
+        0.0, abs=1e-6
+    )
+    drifted = inputs + 0.5 * torch.randn(6, 16, generator=g)
+    for direction in ("both", "a2b", "b2a"):
+        assert float(reference_distillation_loss(drifted, texts, inputs, texts, 0.05, direction)) > 1e-3
+
+
+def test_distillation_gradient_pulls_the_student_towards_the_teacher() -> None:
+    g = torch.Generator().manual_seed(1)
+    teacher_inputs, texts = torch.randn(6, 8, generator=g), torch.randn(4, 8, generator=g)
+    student = (teacher_inputs + torch.randn(6, 8, generator=g)).requires_grad_(True)
+    before = float(reference_distillation_loss(student, texts, teacher_inputs, texts, 0.1).detach())
+    reference_distillation_loss(student, texts, teacher_inputs, texts, 0.1).backward()
+    with torch.no_grad():
+        student -= 0.5 * student.grad
+    assert float(reference_distillation_loss(student, texts, teacher_inputs, texts, 0.1).detach()) < before
+
+
+def test_wise_ft_alpha_zero_is_the_initial_model_and_one_the_finetuned() -> None:
+    initial = {"w": torch.zeros(3), "b": torch.ones(2), "steps": torch.tensor(4)}
+    tuned = {"w": torch.full((3,), 2.0), "b": torch.full((2,), 3.0), "steps": torch.tensor(9)}
+    assert torch.equal(wise_ft(initial, tuned, 0.0)["w"], initial["w"])
+    assert torch.equal(wise_ft(initial, tuned, 1.0)["b"], tuned["b"])
+    half = wise_ft(initial, tuned, 0.5)
+    assert torch.allclose(half["w"], torch.ones(3)) and torch.allclose(half["b"], torch.full((2,), 2.0))
+    assert int(half["steps"]) == 9  # integer buffers are not interpolated
+    with pytest.raises(ValueError):
+        wise_ft(initial, tuned, 1.5)
+
+
+def test_l2_pull_is_zero_at_the_initial_weights_and_grows_with_distance() -> None:
+    layer = torch.nn.Linear(3, 2)
+    initial = {k: v.detach().clone() for k, v in layer.named_parameters()}
+    assert float(l2_to_initial(layer, initial).detach()) == 0.0
+    with torch.no_grad():
+        layer.weight += 1.0
+    assert float(l2_to_initial(layer, initial).detach()) == pytest.approx(0.5 * 6)
+
+
+def test_methods_combine_with_plus_and_unknown_parts_are_rejected() -> None:
+    assert method_parts("replay+distill") == {"replay", "distill"}
+    with pytest.raises(StageError, match="unknown"):
+        method_parts("replay+magic")
+
+
+def test_raw_task_map_is_hashed_like_preprocessing(tmp_path: Path) -> None:
+    path = tmp_path / "truth.csv"
+    pd.DataFrame({"mrn": ["MRN1", "MRN2"], "accession": ["ACC1", "ACC2"], "task": ["1", "2"]}).to_csv(
+        path, index=False
+    )
+    mapping = read_task_map(path, salt="s3cret")
+    assert mapping == {
+        ids.study_id("MRN1", "ACC1", "s3cret"): "1",
+        ids.study_id("MRN2", "ACC2", "s3cret"): "2",
+    }
+
+
+def test_tasks_select_studies_by_manifest_columns_or_the_task_map(data_root: Path) -> None:
+    dataset = StudyDataset(data_root, "train", more_views())
+    by_map = task_keys(dataset, TaskSpec("odd", {"task": "2"}), read_task_map(data_root / "tasks.csv"))
+    assert by_map and all(int(k[2:]) % 2 == 1 for k in by_map)
+    by_column = task_keys(dataset, TaskSpec("cardiomegaly", {"cardiomegaly": "1"}), None)
+    assert by_column and all(dataset.view_row("radiology_report", k)["cardiomegaly"] == 1 for k in by_column)
+
+
+def test_demo_config_file_loads() -> None:
+    cfg = load_config(Config, REPO / "configs" / "continual.yaml")
+    assert cfg.compare_methods == ["finetune", "replay+distill"] and len(cfg.tasks) == 3
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def test_every_method_runs_the_sequence_and_writes_matrix_buffer_and_summary(
+    data_root: Path, tmp_path: Path
+) -> None:
+    cfg = _config(data_root, tmp_path, compare_methods=["finetune", "replay+distill+wise+l2"])
+    results = continual(cfg)
+    assert [r.method for r in results] == ["finetune", "replay+distill+wise+l2"]
+    for result in results:
+        summary = json.loads((result.out_dir / "forgetting.json").read_text())
+        assert len(summary["matrix"]) == 2 and all(len(row) == 2 for row in summary["matrix"])
+        assert summary["bwt_ci"][0] <= summary["bwt"] <= summary["bwt_ci"][1]
+        assert (result.out_dir / "matrix.png").stat().st_size > 0
+        assert (result.out_dir / "task-1.pt").is_file() and (result.out_dir / "task-2.pt").is_file()
+    assert results[0].buffer is None
+    buffer = pd.read_csv(results[1].out_dir / "replay_buffer.csv", dtype=str)
+    assert list(buffer.columns) == list(BUFFER_COLUMNS) and 0 < len(buffer) <= 6
+    assert buffer["a_sample_id"].str.len().gt(0).all() and buffer["b_sample_id"].str.len().gt(0).all()
+
+
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(data_root: Path, tmp_path: Path) -> None:
+    cfg = _config(data_root, tmp_path, methods="replay+distill")
+    (full,) = continual(cfg)
+    reference_state = trainable_state(full.model)
+    reference_summary = json.loads((full.out_dir / "forgetting.json").read_text())
+    reference_buffer = full.buffer.to_frame()
+    # As if killed during task 2: only the checkpoint after task 1 survives.
+    (full.out_dir / "task-2.pt").unlink()
+    (resumed,) = continual(_config(data_root, tmp_path, methods="replay+distill", resume=True))
+    state = trainable_state(resumed.model)
+    assert state.keys() == reference_state.keys()
+    for name, value in reference_state.items():
+        assert torch.equal(state[name], value), name
+    pd.testing.assert_frame_equal(resumed.buffer.to_frame(), reference_buffer)
+    assert json.loads((resumed.out_dir / "forgetting.json").read_text()) == reference_summary
