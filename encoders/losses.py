@@ -38,16 +38,20 @@ def _fp32_or_wider(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def cwcl_weights(reference: torch.Tensor, reference_keys: torch.Tensor | None = None) -> torch.Tensor:
+def cwcl_weights(
+    reference: torch.Tensor, reference_keys: torch.Tensor | None = None, power: float = 1.0
+) -> torch.Tensor:
     """CWCL targets: ``w_ij = (1 + cos(r_i, r_j)) / 2``, each row normalised to sum to 1.
 
     Srinivasa et al. 2023 ("CWCL: Cross-modal transfer with continuously weighted contrastive
     loss", Sec. 3): r are the frozen pretrained modality's features, so intra-modal similarity
-    turns near-duplicates into partial positives instead of pure negatives.
+    turns near-duplicates into partial positives instead of pure negatives. ``power`` > 1 sharpens
+    the weights (``w_ij ** power`` before normalising; 1 is the paper's formula): templated clinical
+    reports sit close together, which leaves the paper's weights nearly uniform.
     """
     rows = F.normalize(_fp32_or_wider(reference), dim=-1)
     keys = rows if reference_keys is None else F.normalize(_fp32_or_wider(reference_keys), dim=-1)
-    weights = (1.0 + rows @ keys.T) / 2.0
+    weights = ((1.0 + rows @ keys.T) / 2.0).pow(power)
     return weights / weights.sum(dim=1, keepdim=True)
 
 
@@ -63,6 +67,7 @@ def _block_terms(
     weight_keys: torch.Tensor | None,
     exclude_positive: bool,
     with_columns: bool,
+    weight_power: float = 1.0,
 ) -> tuple[torch.Tensor, ...]:
     """Per-row and per-column partial terms of one block of query rows against all keys.
 
@@ -84,7 +89,11 @@ def _block_terms(
     if weight_rows is None:
         row_target, column_weighted, column_weight = positive_logits, empty, empty
     else:
-        weights = weight_rows if weight_keys is None else (1.0 + weight_rows @ weight_keys.T) / 2.0
+        weights = (
+            weight_rows
+            if weight_keys is None
+            else ((1.0 + weight_rows @ weight_keys.T) / 2.0).pow(weight_power)
+        )
         weighted = weights * logits
         row_target = weighted.sum(dim=1) / weights.sum(dim=1)
         column_weighted = weighted.sum(dim=0) if with_columns else empty
@@ -105,6 +114,7 @@ def _directional_terms(
     exclude_positive: bool = False,
     with_columns: bool = True,
     chunk_size: int | None = None,
+    weight_power: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-query losses (query->key direction) and, when ``with_columns``, per-key losses (key->query).
 
@@ -136,10 +146,12 @@ def _directional_terms(
         if step < n_queries:
             # Recompute the block in backward instead of keeping its C x N logits alive.
             blocks.append(
-                checkpoint(_block_terms, *args, exclude_positive, with_columns, use_reentrant=False)
+                checkpoint(
+                    _block_terms, *args, exclude_positive, with_columns, weight_power, use_reentrant=False
+                )
             )
         else:
-            blocks.append(_block_terms(*args, exclude_positive, with_columns))
+            blocks.append(_block_terms(*args, exclude_positive, with_columns, weight_power))
     row_lse, row_target, positive_logits = (torch.cat([b[i] for b in blocks]) for i in range(3))
     row_loss = row_lse - row_target
     if not with_columns:
@@ -186,6 +198,7 @@ def cwcl_loss(
     weights: torch.Tensor | None = None,
     direction: Direction = "both",
     chunk_size: int | None = None,
+    weight_power: float = 1.0,
 ) -> torch.Tensor:
     """CWCL (Srinivasa et al. 2023, Eq. 3): soft cross-entropy with targets from :func:`cwcl_weights`.
 
@@ -201,6 +214,7 @@ def cwcl_loss(
         weights=weights,
         with_columns=direction != "a2b",
         chunk_size=chunk_size,
+        weight_power=weight_power,
     )
     return _reduce_directions(rows, columns, direction)
 
@@ -302,6 +316,7 @@ class ContrastiveObjective(nn.Module):
         gather: bool = False,
         local_loss: bool = False,
         gather_with_grad: bool = True,
+        cwcl_weight_power: float = 1.0,
     ) -> None:
         super().__init__()
         if not pairs:
@@ -318,6 +333,7 @@ class ContrastiveObjective(nn.Module):
         self.gather = gather
         self.local_loss = local_loss
         self.gather_with_grad = gather_with_grad
+        self.cwcl_weight_power = cwcl_weight_power
 
     def _weights_view(self, pair: PairSpec) -> str | None:
         return pair.weights_from if self.kind == "cwcl" else None
@@ -382,6 +398,7 @@ class ContrastiveObjective(nn.Module):
                     exclude_positive=self.kind == "dcl",
                     with_columns=self.direction != "a2b",
                     chunk_size=self.chunk_size,
+                    weight_power=self.cwcl_weight_power,
                 )
                 loss = _reduce_directions(rows, columns, self.direction)
             if self.align_uniform_weight:
@@ -418,6 +435,7 @@ class ContrastiveObjective(nn.Module):
             exclude_positive=self.kind == "dcl",
             with_columns=False,
             chunk_size=self.chunk_size,
+            weight_power=self.cwcl_weight_power,
         )
         loss = a.new_zeros(())
         if self.direction in ("both", "a2b"):

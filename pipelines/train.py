@@ -71,6 +71,9 @@ class ObjectiveConfig:
     align_uniform_weight: float = 0.0
     chunk_size: int | None = None
     local_loss: bool = False
+    weight_power: float = dataclasses.field(
+        default=1.0, metadata={"help": "CWCL weights w_ij ** power (1 = the paper's formula; >1 sharpens)"}
+    )
     center_reference: bool = dataclasses.field(
         default=True, metadata={"help": "centre CWCL reference features on the training-text mean"}
     )
@@ -277,6 +280,7 @@ def build_objective(cfg: ObjectiveConfig, distributed: bool) -> ContrastiveObjec
         chunk_size=cfg.chunk_size,
         gather=distributed,
         local_loss=cfg.local_loss,
+        cwcl_weight_power=cfg.weight_power,
     )
 
 

@@ -269,3 +269,25 @@ def test_cwcl_objective_without_reference_features_says_which_view_is_missing():
     objective = ContrastiveObjective([PairSpec("x", "r", weights_from="r")])
     with pytest.raises(KeyError, match="'r'"):
         objective({"x": unit(3, 4, 1), "r": unit(3, 4, 2)}, {}, LOG_SCALE)
+
+
+def test_cwcl_weight_power_sharpens_the_targets_and_matches_the_formula() -> None:
+    from encoders import cwcl_loss, cwcl_weights
+
+    torch.manual_seed(3)
+    a = torch.nn.functional.normalize(torch.randn(6, 8, dtype=torch.float64), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(6, 8, dtype=torch.float64), dim=-1)
+    ref = torch.randn(6, 5, dtype=torch.float64)
+    log_scale = torch.tensor(2.0, dtype=torch.float64)
+    rn = torch.nn.functional.normalize(ref, dim=-1)
+    raw = ((1 + rn @ rn.T) / 2) ** 3
+    targets = raw / raw.sum(1, keepdim=True)
+    torch.testing.assert_close(cwcl_weights(ref, power=3.0), targets)
+    log_probs = torch.log_softmax(log_scale.exp() * a @ b.T, dim=1)
+    expected = -(targets * log_probs).sum(1).mean()
+    torch.testing.assert_close(cwcl_loss(a, b, log_scale, ref, direction="a2b", weight_power=3.0), expected)
+    torch.testing.assert_close(
+        cwcl_loss(a, b, log_scale, ref, direction="a2b", weight_power=3.0, chunk_size=2), expected
+    )
+    entropy = [-(w * w.log()).sum(1).mean() for w in (cwcl_weights(ref, power=p) for p in (1, 4, 32))]
+    assert entropy[0] > entropy[1] > entropy[2]
