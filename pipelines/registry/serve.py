@@ -1,0 +1,73 @@
+"""``python -m pipelines.registry.serve --port N [name=... ref=champion tracking_uri=...]`` (``make serve``).
+
+Runs ``mlflow models serve -m models:/<name>@<ref> --env-manager local -h 127.0.0.1 -p <port>``: the
+registered zero-shot pyfunc answers ``POST /invocations`` with ``{"dataframe_split": {"columns":
+["modality", "input", "labels"], "data": [...]}}``. Loopback only; the current environment is used
+(``--env-manager local``), so nothing is installed or downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipelines.config import parse_overrides
+from pipelines.registry.tracking import resolve_tracking_uri
+
+DEFAULT_MODEL = "morE-cxr-ecg-report"
+
+
+def serve_command(name: str, ref: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The ``mlflow models serve`` command line for ``models:/<name>@<ref>`` (or ``/<n>`` for a number)."""
+    uri = f"models:/{name}/{ref}" if str(ref).isdigit() else f"models:/{name}@{ref}"
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    return [str(mlflow_bin), "models", "serve", "-m", uri, "--env-manager", "local",
+            "-h", host, "-p", str(port)]  # fmt: skip
+
+
+def serving_env(tracking_uri: str | None) -> dict[str, str]:
+    """The environment for ``mlflow models serve``: the tracking store, and this interpreter's ``bin/``
+    first on PATH, because the scoring server is started as ``uvicorn ...`` from a shell and the venv
+    may not be activated (``make serve`` calls ``.venv/bin/python`` directly)."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri(tracking_uri),
+            "PATH": f"{bin_dir}{os.pathsep}{path}" if path else bin_dir}  # fmt: skip
+
+
+def start_serving(
+    name: str, ref: str, port: int, tracking_uri: str | None = None, log_path: Path | None = None
+) -> subprocess.Popen:
+    """Start the model server as a child process (stop it with ``server.stop_server``)."""
+    env = serving_env(tracking_uri)
+    out = open(log_path, "wb") if log_path else None  # noqa: SIM115 - lives as long as the server
+    return subprocess.Popen(serve_command(name, ref, port), env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.registry.serve", description=__doc__)
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="name=, ref=, tracking_uri=")
+    args = parser.parse_args(argv)
+    settings = {"name": DEFAULT_MODEL, "ref": "champion", "tracking_uri": None}
+    extra = parse_overrides(args.overrides)
+    unknown = sorted(set(extra) - set(settings))
+    if unknown:
+        print(f"error: unknown setting(s) {unknown}; valid: {sorted(settings)}", file=sys.stderr)
+        return 2
+    settings.update(extra)
+    uri = resolve_tracking_uri(settings["tracking_uri"])
+    print(f"serving models:/{settings['name']}@{settings['ref']} from {uri} on http://127.0.0.1:{args.port}")
+    env = serving_env(uri)
+    command = serve_command(str(settings["name"]), str(settings["ref"]), args.port)
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
