@@ -103,6 +103,7 @@ def test_the_registered_failed_version_carries_the_failed_tags(tmp_path: Path) -
     result = unlearn(cfg, train_cfg, None)
     tags = version_tags(result, "1", Verification({}, {"membership_inference": False}))
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("unlearn-test")  # the active experiment is process-global: pin it to this store
     with mlflow.start_run():
         version = register_unlearned(MultimodalModel(train_cfg.model), "tiny-unlearned", train_cfg, tags)
     stored = mlflow.MlflowClient().get_model_version("tiny-unlearned", version.version).tags
