@@ -107,8 +107,8 @@ class Tracker:
 
 
 def _metric_name(name: str) -> str:
-    # MLflow accepts letters, digits, _ - . space : / ; arrows such as "xray->ecg" use '-' and '>'.
-    return name.replace(">", "_to_").replace("@", "_at_")
+    # MLflow accepts letters, digits, _ - . space : / only: "r@1.xray->ecg" becomes "r_at_1.xray_to_ecg".
+    return name.replace("->", "_to_").replace(">", "_to_").replace("@", "_at_")
 
 
 @contextlib.contextmanager
