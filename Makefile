@@ -9,7 +9,9 @@ PY      := $(VENV)/bin/python
 STAMPS  := .stamps
 SETUP   := $(VENV)/.setup-stamp
 RUN     := $(PY) -m pipelines
-ARGS    ?=
+ARGS    ?=            # key=value settings for the stage you invoke (train, evaluate, ...)
+DEMO_ARGS ?=          # settings for demo-data when it runs as a dependency
+PREPROCESS_ARGS ?=    # settings for the preprocess-* stages
 DATASET ?= demo
 PYTEST_ARGS ?=
 
@@ -44,7 +46,7 @@ $(STAMPS):
 
 demo-data: $(STAMPS)/demo-data ## synthesise the demo cohort (DICOM, WFDB, WAV, reports) under data/raw/demo
 $(STAMPS)/demo-data: $(SETUP) configs/demo_data.yaml $(filter pipelines/demo%,$(PIPELINE_SRC)) | $(STAMPS)
-	$(RUN) demo-data --config configs/demo_data.yaml $(ARGS)
+	$(RUN) demo-data --config configs/demo_data.yaml $(DEMO_ARGS)
 	touch $@
 
 preprocess: preprocess-xray preprocess-ecg preprocess-speech preprocess-reports ## all preprocessing stages on the demo cohort
@@ -55,7 +57,7 @@ preprocess-speech: $(STAMPS)/preprocess-speech ## WAV/FLAC/OGG speech -> shards 
 preprocess-reports: $(STAMPS)/preprocess-reports ## reports -> sections, scrubbed text, rule labels
 
 $(STAMPS)/preprocess-%: $(STAMPS)/demo-data configs/preprocess.yaml $(filter pipelines/%,$(PIPELINE_SRC))
-	$(RUN) preprocess-$* --config configs/preprocess.yaml $(ARGS)
+	$(RUN) preprocess-$* --config configs/preprocess.yaml $(PREPROCESS_ARGS)
 	touch $@
 
 train-morE: $(STAMPS)/train-more ## the main job: setup, demo data, preprocess, train X-ray+ECG+report with CWCL, register
