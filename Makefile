@@ -13,6 +13,7 @@ ARGS    ?=            # key=value settings for the stage you invoke (train, eval
 DEMO_ARGS ?=          # settings for demo-data when it runs as a dependency
 PREPROCESS_ARGS ?=    # settings for the preprocess-* stages
 DATASET ?= demo
+FORGET  ?= data/raw/demo/withdrawn.txt   # make unlearn: subjects who withdrew (the demo's 5% by default)
 PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
@@ -80,7 +81,7 @@ report: $(SETUP) ## evaluation + the self-contained HTML report under reports/
 continual: $(SETUP) ## learn the demo task sequence from the champion with replay + distillation
 	$(RUN) continual --config configs/continual.yaml $(ARGS)
 
-unlearn: $(SETUP) ## remove subjects listed in FORGET=file from data, replay buffer and model; verify
+unlearn: $(SETUP) ## remove subjects in FORGET=file (default: the demo's withdrawn.txt) from data, buffer, model; verify
 	$(RUN) unlearn --config configs/unlearn.yaml forget_list=$(FORGET) $(ARGS)
 
 promote: $(SETUP) ## gate a candidate against the champion and move aliases

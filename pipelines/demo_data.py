@@ -2,7 +2,8 @@
 
 Writes chest X-ray DICOMs (CR/DX, MONOCHROME1/2, 10/12/16 bits, some RLE / JPEG 2000 / JPEG-LS
 lossless), 12-lead WFDB ECGs, radiology and cardiology reports (reports.csv), spoken clinical commands
-(espeak-ng WAVs + transcripts.csv), truth.csv, cohort.json and the data card data_cards/demo-raw.md.
+(espeak-ng WAVs + transcripts.csv), truth.csv, cohort.json, withdrawn.txt (the demo forget list of
+`make unlearn`) and the data card data_cards/demo-raw.md.
 Fake names, birth dates, MRNs and phone numbers are placed in the files on purpose, to exercise
 de-identification. The same seed gives byte-identical files.
 """
@@ -48,6 +49,12 @@ class Config:
     image_size_px: int = dataclasses.field(default=320, metadata={"help": "X-ray rows = columns"})
     n_utterances: int = dataclasses.field(default=200, metadata={"help": "speech utterances (0 = no speech)"})
     n_speakers: int = dataclasses.field(default=12, metadata={"help": "synthetic speakers (voice + pitch)"})
+    withdrawn_rate: float = dataclasses.field(
+        default=0.05,
+        metadata={
+            "help": "share of subjects listed in withdrawn.txt, the demo forget list of `make unlearn`"
+        },
+    )
     workers: int = dataclasses.field(default=0, metadata={"help": "processes; 0 = all cores"})
     cards_dir: str = dataclasses.field(default=str(CARDS_DIR), metadata={"help": "where the data card goes"})
     progress: bool = dataclasses.field(default=True, metadata={"help": "show tqdm progress bars"})
@@ -83,6 +90,16 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
         writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _withdrawn_subjects(studies: list[Study], seed: int, rate: float) -> list[str]:
+    """A seeded ``rate`` share of the subjects (at least one when rate > 0), as their MRNs, sorted."""
+    if not 0 <= rate < 1:
+        raise StageError(f"withdrawn_rate must be in [0, 1), got {rate}")
+    subjects = sorted({s.identity.mrn for s in studies})
+    n = max(1, round(rate * len(subjects))) if rate > 0 else 0
+    rng = np.random.default_rng([seed, 5])
+    return sorted(rng.choice(subjects, size=n, replace=False).tolist()) if n else []
 
 
 def _report_rows(studies: list[Study]) -> list[dict[str, Any]]:
@@ -179,6 +196,12 @@ def run(config: Config) -> int:
         written.append("speech/transcripts.csv")
     truth = [truth_row(s) for s in studies]
     _write_csv(root / "truth.csv", truth, list(truth[0]))
+    withdrawn = _withdrawn_subjects(studies, config.seed, config.withdrawn_rate)
+    (root / "withdrawn.txt").write_text(
+        "# Demo forget list for `make unlearn`: subjects who withdrew consent (original MRNs; the demo\n"
+        "# cohort is synthetic and preprocessed with the public demo salt).\n"
+        + "".join(f"{m}\n" for m in withdrawn)
+    )
 
     label_counts = {name: int(sum(r[name] for r in truth)) for name in (*FINDINGS, "no_finding", *ECG_CODES)}
     counts = {
@@ -203,6 +226,7 @@ def run(config: Config) -> int:
         "label_counts": label_counts,
         "studies_per_task": dict(sorted(per_task.items())),
         "speech_skipped": config.n_utterances > 0 and not utterances,
+        "withdrawn_subjects": len(withdrawn),
     }
     (root / "cohort.json").write_text(json.dumps(cohort, indent=2, sort_keys=True) + "\n")
 

@@ -121,3 +121,19 @@ def test_same_seed_gives_identical_files_with_any_worker_count(cohort, tmp_path)
     )
     assert run(again) == 0
     assert _tree_digest(root) == _tree_digest(tmp_path / "raw")
+
+
+def test_withdrawn_list_names_a_seeded_share_of_real_subjects(cohort):
+    from pipelines.demo.cohort import plan_cohort
+    from pipelines.demo_data import _withdrawn_subjects
+    from pipelines.unlearning.resolve import read_forget_list
+
+    root, _, config = cohort
+    mrns = {r["mrn"] for r in csv.DictReader((root / "truth.csv").open())}
+    listed = [e.text for e in read_forget_list(root / "withdrawn.txt")]
+    assert len(listed) == 1 and set(listed) <= mrns  # 5% of 6 subjects rounds up to one
+    studies = plan_cohort(3, 200)
+    chosen = _withdrawn_subjects(studies, 3, 0.05)
+    assert len(chosen) == 10 and len(set(chosen)) == 10 and chosen == sorted(chosen)
+    assert chosen == _withdrawn_subjects(studies, 3, 0.05) != _withdrawn_subjects(studies, 4, 0.05)
+    assert _withdrawn_subjects(studies, 3, 0.0) == []
