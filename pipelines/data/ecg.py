@@ -194,19 +194,16 @@ def _read_wfdb(path: Path) -> _Source:
     if signals is None or signals.shape[0] != record.sig_len:
         got = 0 if signals is None else signals.shape[0]
         raise RejectedInput(f"header says {record.sig_len} samples, data has {got} (header/data mismatch)")
-    labels, columns = [], []
-    for channel, (label, unit) in enumerate(
-        zip(record.sig_name, record.units or [None] * len(record.sig_name), strict=True)
-    ):
-        scale = _unit_scale(unit)
-        if scale is not None:
-            labels.append(label)
-            columns.append(signals[:, channel] * scale)
-    if not columns:
+    scales = [_unit_scale(unit) for unit in record.units or [None] * len(record.sig_name)]
+    kept = [channel for channel, scale in enumerate(scales) if scale is not None]
+    if not kept:
         raise RejectedInput(f"no channel in a voltage unit (units {record.units})")
+    labels = [record.sig_name[channel] for channel in kept]
+    if len(kept) < signals.shape[1] or any(scales[channel] != 1.0 for channel in kept):
+        signals = signals[:, kept] * np.array([scales[channel] for channel in kept])
     info = parse_comments(record.comments or [])
     meta = {"format": "wfdb", **{k: info[k] for k in ("age", "sex", "dx", "report")}}
-    return _Source(np.stack(columns, axis=1), labels, float(record.fs), meta, info["mrn"], info["accession"])
+    return _Source(signals, labels, float(record.fs), meta, info["mrn"], info["accession"])
 
 
 def _clean(value: str) -> str | None:
@@ -381,12 +378,16 @@ def _to_crops(source: _Source, cfg: EcgConfig) -> list[Decoded]:
         raise RejectedInput("every ECG lead is empty (no finite sample)")
     # Only present leads are resampled and filtered (absent ones stay zero): a 2-lead Holter costs 2/12.
     columns = np.flatnonzero(present)
-    filtered = resample(leads[:, columns], fs_in, cfg.fs_hz)
+    every_lead = columns.size == len(CANONICAL_LEADS)
+    filtered = resample(leads if every_lead else leads[:, columns], fs_in, cfg.fs_hz)
     filtered = bandpass(filtered, cfg.fs_hz, cfg.low_hz, cfg.high_hz, cfg.filter_order)
     if cfg.notch_hz:
         filtered = notch(filtered, cfg.fs_hz, cfg.notch_hz, cfg.notch_quality)
-    leads = np.zeros((filtered.shape[0], len(CANONICAL_LEADS)))
-    leads[:, columns] = filtered
+    if every_lead:
+        leads = np.asfortranarray(filtered)
+    else:
+        leads = np.zeros((filtered.shape[0], len(CANONICAL_LEADS)), order="F")
+        leads[:, columns] = filtered
 
     window_n = round(cfg.duration_s * cfg.fs_hz)
     derived = [CANONICAL_LEADS[i] for i in np.flatnonzero(present & ~recorded)]

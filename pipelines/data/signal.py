@@ -2,11 +2,14 @@
 filtering, cropping and per-lead normalisation.
 
 Arrays are ``(n_samples, n_leads)`` in millivolts unless a name says otherwise; the canonical 12-lead
-order is ``CANONICAL_LEADS``. No file I/O here.
+order is ``CANONICAL_LEADS``. No file I/O here. ``place_leads`` returns a Fortran-ordered array (each
+lead contiguous in memory), which the copies below keep, so per-lead filters and reductions run over
+contiguous samples.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from fractions import Fraction
 from typing import Literal
@@ -48,7 +51,7 @@ def place_leads(signals: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.
     Returns ``(n_samples, 12)`` float64 (NaN where absent) and the ``(12,)`` presence mask. Other
     channels (respiration, Frank X/Y/Z, modified leads) are dropped; a duplicate name keeps its first channel.
     """
-    placed = np.full((signals.shape[0], len(CANONICAL_LEADS)), np.nan)
+    placed = np.full((signals.shape[0], len(CANONICAL_LEADS)), np.nan, order="F")
     present = np.zeros(len(CANONICAL_LEADS), dtype=bool)
     for channel, label in enumerate(labels):
         name = canonical_lead(label)
@@ -67,7 +70,7 @@ def derive_limb_leads(leads: np.ndarray, present: np.ndarray) -> tuple[np.ndarra
     augmented leads (Goldberger 1942): aVR = -(I + II)/2, aVL = I - II/2, aVF = II - I/2.
     Recorded leads are never overwritten. Returns copies.
     """
-    leads, present = leads.copy(), present.copy()
+    leads, present = leads.copy(order="K"), present.copy()
     if not present[_III] and present[_I] and present[_II]:
         leads[:, _III], present[_III] = leads[:, _II] - leads[:, _I], True
     if not present[_II] and present[_I] and present[_III]:
@@ -105,10 +108,14 @@ def repair_gaps(
     end_s)`` so crops that overlap them mask that lead. A lead with no finite sample is marked absent.
     Returns the repaired copy, the presence mask and the long gaps.
     """
-    leads, present = leads.copy(), present.copy()
+    leads, present = leads.copy(order="K"), present.copy()
     long_gaps: list[tuple[int, float, float]] = []
+    columns = np.flatnonzero(present)
+    if np.isfinite(leads[:, columns]).all():  # the usual case: nothing to repair
+        leads[:, ~present] = 0.0
+        return leads, present, long_gaps
     samples = np.arange(leads.shape[0])
-    for lead in np.flatnonzero(present):
+    for lead in columns:
         column = leads[:, lead]
         runs = nonfinite_runs(column)
         if not runs:
@@ -151,15 +158,22 @@ def bandpass(
     nyquist = fs_hz / 2
     low = low_hz if low_hz and low_hz > 0 else None
     high = high_hz if high_hz and high_hz < nyquist else None
-    if low and high:
-        sos = sps.butter(order, [low, high], btype="bandpass", output="sos", fs=fs_hz)
-    elif low:
-        sos = sps.butter(order, low, btype="highpass", output="sos", fs=fs_hz)
-    elif high:
-        sos = sps.butter(order, high, btype="lowpass", output="sos", fs=fs_hz)
+    sos = _butter_sos(order, low, high, float(fs_hz))
+    return leads if sos is None else sps.sosfiltfilt(sos, leads, axis=0)
+
+
+@functools.lru_cache(maxsize=32)
+def _butter_sos(order: int, low_hz: float | None, high_hz: float | None, fs_hz: float) -> np.ndarray | None:
+    # The design depends only on the settings and the rate: once per worker, not once per record.
+    if low_hz and high_hz:
+        sos = sps.butter(order, [low_hz, high_hz], btype="bandpass", output="sos", fs=fs_hz)
+    elif low_hz:
+        sos = sps.butter(order, low_hz, btype="highpass", output="sos", fs=fs_hz)
+    elif high_hz:
+        sos = sps.butter(order, high_hz, btype="lowpass", output="sos", fs=fs_hz)
     else:
-        return leads
-    return sps.sosfiltfilt(sos, leads, axis=0)
+        return None
+    return sos
 
 
 def notch(leads: np.ndarray, fs_hz: float, notch_hz: float, quality: float = 30.0) -> np.ndarray:
@@ -210,6 +224,8 @@ def zscore_leads(
     """
     mean = np.where(present, leads.mean(axis=0), np.nan)
     std = np.where(present, leads.std(axis=0), np.nan)
+    if present.all():
+        return (leads - mean) / np.maximum(std, eps_mv), mean, std
     normalised = np.zeros_like(leads)
     cols = np.flatnonzero(present)
     normalised[:, cols] = (leads[:, cols] - mean[cols]) / np.maximum(std[cols], eps_mv)

@@ -7,7 +7,7 @@ PNG/JPEG (MIMIC-CXR-JPG, CheXpert, NIH) go through Pillow and join the same path
 Then: resize with the aspect ratio kept, zero-pad to ``size_px`` square, store as ``cfg.dtype``.
 
 The chain is computed exactly with pydicom's own LUT functions on a table of every stored value
-(at most 65,536 entries) and applied with one lookup, so the per-pixel cost is one gather.
+(2**BitsStored entries, at most 65,536) and applied with one lookup, so the per-pixel cost is one gather.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import numpy as np
 from pipelines.data.image import (
     Interpolation,
     StorageDtype,
-    every_value,
     is_grey_content,
     lookup,
     quantise_unit,
@@ -282,11 +281,15 @@ def _read_dicom(path: Path, cfg: XrayConfig) -> Decoded:
         raise RejectedInput("BitsStored missing: cannot scale the pixel values")
     try:
         if pixels.dtype.kind in "ui" and pixels.dtype.itemsize <= 2:
-            table, voi = grey_table(ds, every_value(pixels.dtype), cfg.apply_voi)
+            # One table entry per stored value the container can hold; lookup clips stray values
+            # (unused high bits, overlays) to the ends, as grey_table does.
+            low, high = _stored_range(ds)
+            limits = np.iinfo(pixels.dtype)
+            low, high = max(low, int(limits.min)), min(high, int(limits.max))
+            table, voi = grey_table(ds, np.arange(low, high + 1), cfg.apply_voi)
             if cfg.dtype == "uint8":
-                image = lookup(pixels, quantise_unit(table, "uint8"))
-            else:
-                image = lookup(pixels, table)
+                table = quantise_unit(table, "uint8")
+            image = lookup(pixels, table, low)
         else:  # 32-bit or float pixels: too many values for a table, apply the chain per pixel
             image, voi = grey_table(ds, pixels, cfg.apply_voi)
     except (ValueError, AttributeError, KeyError, TypeError, IndexError) as exc:

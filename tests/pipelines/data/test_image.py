@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from pipelines.data.image import (
-    every_value,
     fit_size_px,
     is_grey_content,
     lookup,
@@ -22,12 +21,15 @@ def test_unit_range_table_scales_clips_and_inverts():
     np.testing.assert_allclose(unit_range_table(table, 0, 100, invert=True), [1, 1, 0.5, 0, 0])
 
 
-def test_lookup_on_every_value_table_equals_direct_mapping_for_signed_pixels():
+@pytest.mark.parametrize(("dtype", "low", "high"), [(np.int16, -2048, 2047), (np.uint16, 0, 4095)])
+def test_lookup_equals_direct_mapping_and_clips_values_outside_the_table(dtype, low, high):
     rng = np.random.default_rng(0)
-    pixels = rng.integers(-2048, 2048, size=(7, 9)).astype(np.int16)
-    values = every_value(pixels.dtype)
-    table = values.astype(np.float64) * 2 + 1
-    np.testing.assert_array_equal(lookup(pixels, table), pixels.astype(np.float64) * 2 + 1)
+    info = np.iinfo(dtype)
+    pixels = rng.integers(low, high + 1, size=(7, 9)).astype(dtype)
+    pixels[0, :3] = info.min, info.max, high + 1
+    table = np.arange(low, high + 1).astype(np.float64) * 2 + 1
+    expected = np.clip(pixels.astype(np.float64), low, high) * 2 + 1
+    np.testing.assert_array_equal(lookup(pixels, table, low), expected)
 
 
 def test_quantise_unit_rounds_to_storage_range():

@@ -111,6 +111,15 @@ def test_window_tags_clip_below_and_above(tmp_path):
     assert read_xray(path, FLOAT)[0].meta["voi"] == "window"
 
 
+def test_signed_pixels_scale_over_the_signed_stored_range(tmp_path):
+    pixels = ramp().astype(np.int16) - 2048
+    path = write_dicom(tmp_path / "signed.dcm", pixels, bits_stored=12)
+    np.testing.assert_allclose(decode(path), (pixels + 2048) / 4095, atol=1e-3)
+    windowed = write_dicom(tmp_path / "win.dcm", pixels, bits_stored=12, WindowCenter=0, WindowWidth=1024)
+    out = decode(windowed)
+    assert np.all(out[pixels < -512] == 0.0) and np.all(out[pixels > 512] == 1.0)
+
+
 def test_apply_voi_off_uses_full_stored_range(tmp_path):
     pixels = ramp()
     path = write_dicom(tmp_path / "win.dcm", pixels, bits_stored=12, WindowCenter=2048, WindowWidth=1024)
