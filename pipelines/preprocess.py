@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
+import importlib
 import json
 import multiprocessing
 import os
@@ -264,6 +266,30 @@ def _account(
     return _rejection(outcome) if outcome.status == "rejected" else None
 
 
+def _accounted(
+    cfg: Config,
+    job: Any,
+    items: list[Any],
+    name: str,
+    chunksize: int,
+    known_paths: dict[str, set[str]],
+    tally: _Tally,
+) -> Iterator[tuple[_Outcome, dict[str, str] | None]]:
+    """Runs ``job`` over ``items`` with a progress bar and counts every input in ``tally``; yields
+    ``(outcome, rejection)`` for each processed input (rejection None) and each rejected one."""
+    first_seen: dict[str, str] = {}
+    with _progress(cfg, len(items), name) as bar:
+        for outcome in _map(job, items, _workers(cfg), chunksize):
+            bar.update()
+            rejection = _account(outcome, known_paths, first_seen, tally)
+            if rejection:
+                tally.rejected += 1
+                yield outcome, rejection
+            elif outcome.status == "done":
+                tally.processed += 1
+                yield outcome, None
+
+
 def _progress(cfg: Config, total: int, name: str) -> tqdm:
     return tqdm(total=total, desc=name, unit="file", disable=not cfg.progress, file=sys.stderr, leave=False)
 
@@ -300,29 +326,29 @@ def _run_array_modality(cfg: Config, modality: str) -> int:
                 known_paths[sha].add(shown)
     reader_cfg = getattr(cfg, spec.config_attr)
     registry.resolve(spec.reader)  # import the reader (and its libraries) once, before the workers fork
+    for library in spec.libraries:
+        with contextlib.suppress(ImportError):  # a missing one is the reader's error to report, per file
+            importlib.import_module(library)
     job = _job(cfg, modality, _process_file, spec.reader, reader_cfg, known_paths)
 
     number = manifest.next_batch_number(out_dir)
     arrays: list[Any] = []
     rows: list[dict[str, Any]] = []
     rejections: list[dict[str, str]] = []
-    first_seen: dict[str, str] = {}
     tally = _Tally()
-    with _progress(cfg, len(items), f"preprocess-{modality}") as bar:
-        for outcome in _map(job, items, _workers(cfg), max(1, cfg.chunksize)):
-            bar.update()
-            rejection = _account(outcome, known_paths, first_seen, tally)
-            if rejection:
-                rejections.append(rejection)
-                tally.rejected += 1
-            elif outcome.status == "done":
-                rows.extend(outcome.rows)
-                arrays.extend(outcome.arrays)
-                tally.processed += 1
-            # A file's crops stay in one batch, so a batch boundary never splits an input.
-            if len(arrays) >= cfg.shard_size:
-                manifest.write_batch(out_dir, number, arrays, rows, rejections)
-                number, arrays, rows, rejections = number + 1, [], [], []
+    accounted = _accounted(
+        cfg, job, items, f"preprocess-{modality}", max(1, cfg.chunksize), known_paths, tally
+    )
+    for outcome, rejection in accounted:
+        if rejection:
+            rejections.append(rejection)
+        else:
+            rows.extend(outcome.rows)
+            arrays.extend(outcome.arrays)
+        # A file's crops stay in one batch, so a batch boundary never splits an input.
+        if len(arrays) >= cfg.shard_size:
+            manifest.write_batch(out_dir, number, arrays, rows, rejections)
+            number, arrays, rows, rejections = number + 1, [], [], []
     if arrays or rejections:
         manifest.write_batch(out_dir, number, arrays, rows, rejections)
     normalisation = registry.resolve(spec.normalisation)(reader_cfg)
@@ -569,18 +595,14 @@ def run_reports(cfg: Config) -> int:
         for sha, shown in zip(previous["source_sha256"], previous["source"], strict=True):
             known_paths[sha].add(shown)
     rows, rejections = [], []
-    first_seen: dict[str, str] = {}
     tally = _Tally()
-    with _progress(cfg, len(items), "preprocess-reports") as bar:
-        for outcome in _map(job, items, _workers(cfg), max(16, cfg.chunksize)):
-            bar.update()
-            rejection = _account(outcome, known_paths, first_seen, tally)
-            if rejection:
-                rejections.append(rejection)
-                tally.rejected += 1
-            elif outcome.status == "done":
-                rows.extend(outcome.rows)
-                tally.processed += 1
+    for outcome, rejection in _accounted(
+        cfg, job, items, "preprocess-reports", max(16, cfg.chunksize), known_paths, tally
+    ):
+        if rejection:
+            rejections.append(rejection)
+        else:
+            rows.extend(outcome.rows)
     for problem in problems:
         shown = sources.pseudonymous_path(problem["path"], job.salt) if cfg.hash_paths else problem["path"]
         rejections.append({**problem, "path": shown, "source_sha256": ""})
