@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -106,9 +107,14 @@ class Tracker:
             yield Tracker(run, self.client)
 
 
+_NOT_IN_METRIC_NAMES = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
 def _metric_name(name: str) -> str:
-    # MLflow accepts letters, digits, _ - . space : / only: "r@1.xray->ecg" becomes "r_at_1.xray_to_ecg".
-    return name.replace("->", "_to_").replace(">", "_to_").replace("@", "_at_")
+    # MLflow accepts letters, digits, _ - . space : / only: "r@1.xray->ecg" becomes "r_at_1.xray_to_ecg",
+    # "replay+distill.bwt" becomes "replay_plus_distill.bwt"; anything else left over becomes "_".
+    name = name.replace("->", "_to_").replace(">", "_to_").replace("@", "_at_").replace("+", "_plus_")
+    return _NOT_IN_METRIC_NAMES.sub("_", name)
 
 
 @contextlib.contextmanager

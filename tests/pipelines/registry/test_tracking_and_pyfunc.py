@@ -95,3 +95,18 @@ def test_training_against_a_real_server_registers_a_version_that_predicts(
         assert len(json.loads(row.embedding)) == cfg.model.embed_dim
     assert "no such file" in answer["error"][3]
     assert "MRN-CANARY" not in answer.to_json()
+
+
+def test_metric_names_are_made_acceptable_to_mlflow():
+    from mlflow.utils.validation import _validate_metric_name
+
+    from pipelines.registry.tracking import _metric_name
+
+    for raw, expected in {
+        "val.r@1.xray->ecg": "val.r_at_1.xray_to_ecg",
+        "replay+distill.bwt": "replay_plus_distill.bwt",
+        "zs_auroc.lbbb": "zs_auroc.lbbb",
+        "odd[name]?": "odd_name__",
+    }.items():
+        assert _metric_name(raw) == expected
+        _validate_metric_name(expected)  # raises MlflowException on a name MLflow would refuse
