@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.covariance import LedoitWolf
+from tqdm import tqdm
 
 from encoders import MultimodalModel
 from pipelines.data.dataset import StudyDataset, collate_studies
@@ -95,8 +96,9 @@ class Gaussian:
 class UnlearnOutcome:
     model: MultimodalModel
     steps: int
-    seconds: float
+    seconds: float  # everything, setup (copies, reference cache, Gaussians) included
     history: list[dict[str, float]]
+    step_seconds: float = math.nan  # the optimisation loop alone, per step
 
 
 def fit_gaussian(embeddings: np.ndarray, quantile: float) -> Gaussian:
@@ -210,6 +212,7 @@ def unlearn_model(
     device: torch.device,
     seed: int = 0,
     tracker: Any | None = None,
+    progress: bool = True,
 ) -> UnlearnOutcome:
     """Run an approximate method (``laf``, ``finetune``, ``gradient_ascent``) from a copy of ``original``.
 
@@ -236,7 +239,9 @@ def unlearn_model(
         else {}
     )
     history: list[dict[str, float]] = []
-    for step in range(settings.steps):
+    loop_start = time.perf_counter()
+    bar = tqdm(range(settings.steps), desc=f"unlearn ({method})", unit="step", disable=not progress)
+    for step in bar:
         retain_batch = _batch(
             [retain_set[i] for i in _sample(len(retain_set), settings.batch_size, rng)], cfg, device
         )
@@ -282,10 +287,13 @@ def unlearn_model(
         model.clamp_logit_scale()
         parts["loss"] = float(loss.detach())
         history.append(parts)
+        bar.set_postfix(loss=f"{parts['loss']:.3f}")
         if tracker is not None:
             tracker.log_metrics({f"unlearn.{k}": v for k, v in parts.items()}, step + 1)
     model.eval()
-    return UnlearnOutcome(model, settings.steps, time.perf_counter() - start, history)
+    end = time.perf_counter()
+    per_step = (end - loop_start) / max(1, settings.steps)
+    return UnlearnOutcome(model, settings.steps, end - start, history, per_step)
 
 
 def time_training_steps(
@@ -293,14 +301,15 @@ def time_training_steps(
     retain_set: StudyDataset,
     cfg: TrainConfig,
     device: torch.device,
-    n_steps: int = 3,
+    n_steps: int = 5,
     seed: int = 0,
 ) -> float:
-    """Seconds per training step (the training stage's step on retained batches, from a copy), for
-    estimating retraining time when retraining is not run: ``epochs * len(retained) // batch`` steps."""
+    """Seconds per training step (the training stage's step on retained batches, from a copy, setup
+    excluded), for estimating retraining time when retraining is not run: ``epochs * len(retained) //
+    batch`` steps."""
     settings = MethodConfig(steps=n_steps, batch_size=cfg.batch_size, lr=cfg.optim.lr)
-    outcome = unlearn_model(original, [], retain_set, cfg, "finetune", settings, device, seed)
-    return outcome.seconds / max(1, n_steps)
+    outcome = unlearn_model(original, [], retain_set, cfg, "finetune", settings, device, seed, progress=False)
+    return outcome.step_seconds
 
 
 def materialise(dataset: StudyDataset) -> list[dict[str, Any]]:
