@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipelines.data.datacard import read_card, validate_card
 
@@ -45,6 +45,13 @@ class GatePolicy:
     )
     class_floors: dict[str, float] = dataclasses.field(
         default_factory=dict, metadata={"help": "per-class AUROC floors, keyed like the metric's class"}
+    )
+    floor_statistic: Literal["point", "ci_high"] = dataclasses.field(
+        default="point",
+        metadata={
+            "help": "what a class floor is checked on: the point estimate, or the bootstrap 95% CI upper "
+            "bound (refused only when the class is confidently below the floor; for small test splits)"
+        },
     )
     regression_tolerance: float = dataclasses.field(
         default=0.02,
@@ -177,9 +184,18 @@ def class_floor_gates(metrics: Mapping[str, float], policy: GatePolicy) -> list[
         )  # fmt: skip
         for name in missing
     ]
-    for name, (point, _, _) in sorted(classes.items()):
+    for name, (point, _, ci_high) in sorted(classes.items()):
         floor = policy.class_floors.get(name, policy.default_class_floor)
-        if floor is not None:
+        if floor is None:
+            continue
+        if policy.floor_statistic == "ci_high":
+            if ci_high is None:
+                out.append(GateResult(f"class_floor.{name}", _fmt(point), f"ci_high >= {floor:.4f}", False,
+                                      "no bootstrap CI in the evaluation"))  # fmt: skip
+                continue
+            out.append(GateResult(f"class_floor.{name}", f"{_fmt(point)} [ci_high {_fmt(ci_high)}]",
+                                  f"ci_high >= {floor:.4f}", ci_high >= floor))  # fmt: skip
+        else:
             out.append(GateResult(f"class_floor.{name}", _fmt(point), f">= {floor:.4f}", point >= floor))
     return out
 

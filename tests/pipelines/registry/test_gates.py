@@ -81,6 +81,18 @@ def test_macro_floor_and_class_floors() -> None:
     assert floors == {"class_floor.cardiomegaly": False, "class_floor.effusion": True}
 
 
+def test_floors_on_the_ci_upper_bound_refuse_only_confidently_low_classes() -> None:
+    metrics = _metrics({"effusion": (0.27, 0.10, 0.53), "edema": (0.20, 0.05, 0.29)})
+    point = {r.name: r.passed for r in class_floor_gates(metrics, GatePolicy(default_class_floor=0.3))}
+    assert point == {"class_floor.effusion": False, "class_floor.edema": False}
+    policy = GatePolicy(default_class_floor=0.3, floor_statistic="ci_high")
+    results = {r.name: r for r in class_floor_gates(metrics, policy)}
+    assert results["class_floor.effusion"].passed and not results["class_floor.edema"].passed
+    assert results["class_floor.edema"].threshold == "ci_high >= 0.3000"
+    no_ci = {"zs_auroc.effusion": 0.9, "zs_auroc_macro": 0.9}
+    assert [r.passed for r in class_floor_gates(no_ci, policy)] == [False]
+
+
 def test_a_floor_for_a_class_the_evaluation_lacks_fails() -> None:
     results = class_floor_gates(_metrics({}), GatePolicy(class_floors={"pneumothorax": 0.6}))
     assert [(r.name, r.passed, r.value) for r in results] == [("class_floor.pneumothorax", False, "missing")]
