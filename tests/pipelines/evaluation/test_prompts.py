@@ -48,7 +48,10 @@ def test_every_public_dataset_xray_label_has_prompts():
 def test_templates_are_filled_with_display_words():
     positives, negatives = load_prompt_set("cxr_findings").texts_for("pleural_effusion")
     assert "findings consistent with pleural effusion" in positives
-    assert "no pleural effusion" in negatives
+    assert "there is pleural effusion" in positives
+    # Negatives describe a normal study (no placeholder), the same for every templated finding.
+    assert "normal chest radiograph" in negatives and not any("{" in text for text in negatives)
+    assert negatives == load_prompt_set("cxr_findings").texts_for("edema")[1]
 
 
 def test_generic_set_applies_templates_to_given_labels():
