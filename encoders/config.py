@@ -51,7 +51,15 @@ class TowerConfig:
     patch_len: int = 50
     max_len: int = 5000
     # audio (16 kHz waveform): wav2vec2-style conv feature encoder; total stride 320 = 20 ms frames.
-    audio_arch: Literal["wav2vec2", "hubert", "wavlm"] = "wav2vec2"
+    # whisper: a Whisper encoder on a log-mel front end (n_mels bins, 10 ms hop), which sees a fixed
+    # 2 x max_source_positions mel frames (max_source_positions x 20 ms: 50 per second of speech);
+    # shorter speech is padded with silence, longer speech cropped. The conv_* fields do not apply.
+    audio_arch: Literal["wav2vec2", "hubert", "wavlm", "whisper"] = "wav2vec2"
+    n_mels: int = 80
+    max_source_positions: int = 100
+    # Subtract each mel band's mean over the speech frames (cepstral mean normalisation, Furui 1981):
+    # removes the channel and the speaker's average spectral tilt, which matters with few training speakers.
+    mel_mean_norm: bool = False
     conv_dim: list[int] = dataclasses.field(default_factory=lambda: [128] * 7)
     conv_kernel: list[int] = dataclasses.field(default_factory=lambda: [10, 3, 3, 3, 3, 2, 2])
     conv_stride: list[int] = dataclasses.field(default_factory=lambda: [5, 2, 2, 2, 2, 2, 2])

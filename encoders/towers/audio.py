@@ -1,11 +1,16 @@
-"""Speech tower: a transformers self-supervised audio encoder (wav2vec 2.0, HuBERT or WavLM) on 16 kHz waveforms."""
+"""Speech tower on 16 kHz waveforms: a transformers audio encoder, either self-supervised on the raw
+waveform (wav2vec 2.0, HuBERT, WavLM) or Whisper's encoder on a log-mel spectrogram computed here in torch.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+import torchaudio
+from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModel,
     HubertConfig,
     HubertModel,
@@ -14,8 +19,12 @@ from transformers import (
     Wav2Vec2Model,
     WavLMConfig,
     WavLMModel,
+    WhisperConfig,
+    WhisperModel,
 )
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from encoders.config import TowerConfig
 from encoders.towers.base import Tower, masked_mean
 
 SAMPLE_RATE_HZ = 16000
@@ -24,6 +33,9 @@ _ARCHITECTURES = {
     "hubert": (HubertConfig, HubertModel),
     "wavlm": (WavLMConfig, WavLMModel),
 }
+# Whisper's front end (Radford et al. 2022, Sec. 2.2; WhisperFeatureExtractor): 25 ms windows, 10 ms hop.
+WHISPER_N_FFT = 400
+WHISPER_HOP = 160
 
 
 def normalise_waveform(waveform: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -38,16 +50,143 @@ def normalise_waveform(waveform: torch.Tensor, valid: torch.Tensor) -> torch.Ten
     return (waveform - mean) / torch.sqrt(var + 1e-7) * weights
 
 
+class WhisperLogMel(nn.Module):
+    """Whisper's log-mel spectrogram of ``waveform`` [B, T] (16 kHz), zero-padded or cropped to ``n_frames``.
+
+    The computation of ``WhisperFeatureExtractor`` (power STFT with a periodic Hann window, n_fft 400,
+    hop 160, Slaney mel filters, log10 clamped at 8 below the utterance maximum, then ``(x + 4) / 4``),
+    on the valid samples only: samples at and after ``lengths`` are zeroed first, so an utterance gives the
+    same features however much padding its batch added. Returns the features [B, n_mels, n_frames] and
+    the number of frames whose centre lies inside the speech, [B]. With ``subtract_mean`` each band's
+    mean over those frames is subtracted and the frames after them are set to 0 (cepstral mean
+    normalisation; not part of Whisper).
+    """
+
+    def __init__(
+        self,
+        n_mels: int,
+        n_frames: int,
+        sample_rate_hz: int = SAMPLE_RATE_HZ,
+        subtract_mean: bool = False,
+    ) -> None:
+        super().__init__()
+        self.n_frames = n_frames
+        self.subtract_mean = subtract_mean
+        # Not persistent: fixed by (n_mels, sample rate), so they are rebuilt rather than saved.
+        self.register_buffer("window", torch.hann_window(WHISPER_N_FFT), persistent=False)
+        filters = torchaudio.functional.melscale_fbanks(
+            n_freqs=WHISPER_N_FFT // 2 + 1,
+            f_min=0.0,
+            f_max=sample_rate_hz / 2,
+            n_mels=n_mels,
+            sample_rate=sample_rate_hz,
+            norm="slaney",
+            mel_scale="slaney",
+        )
+        self.register_buffer("filters", filters.T.contiguous(), persistent=False)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_samples = self.n_frames * WHISPER_HOP
+        lengths = lengths.clamp(max=n_samples)
+        valid = torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]
+        waveform = torch.where(valid, waveform.float(), 0.0)[:, :n_samples]
+        waveform = nn.functional.pad(waveform, (0, n_samples - waveform.shape[1]))
+        # Spectra in fp32 whatever the autocast: log10 of bf16 power spectra loses the quiet bins.
+        with torch.autocast(waveform.device.type, enabled=False):
+            spectrum = torch.stft(
+                waveform, WHISPER_N_FFT, WHISPER_HOP, window=self.window, return_complex=True
+            )
+            power = spectrum[..., :-1].abs() ** 2
+            log_mel = torch.clamp(self.filters @ power, min=1e-10).log10()
+            log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
+        features = (log_mel + 4.0) / 4.0
+        frames = torch.div(lengths + WHISPER_HOP - 1, WHISPER_HOP, rounding_mode="floor")
+        if self.subtract_mean:
+            speech = torch.arange(self.n_frames, device=frames.device)[None, :] < frames[:, None]
+            speech = speech.unsqueeze(1)  # [B, 1, n_frames], broadcast over the bands
+            count = speech.sum(dim=2, keepdim=True).clamp_min(1)
+            mean = (features * speech).sum(dim=2, keepdim=True) / count
+            features = (features - mean) * speech
+        return features, frames
+
+
+def build_whisper_encoder(cfg: TowerConfig, source: str | Path | None) -> WhisperEncoder:
+    """Whisper's encoder: random init from ``cfg``'s sizes, or the encoder of a saved Whisper.
+
+    ``source`` may hold a saved encoder (what :meth:`Tower.save` writes) or a whole Whisper checkpoint
+    (``WhisperModel`` / ``WhisperForConditionalGeneration``), whose decoder is then dropped.
+    """
+    overrides = {"encoder_layerdrop": 0.0}
+    if source is not None:
+        config = AutoConfig.from_pretrained(str(source))
+        if "WhisperEncoder" in (config.architectures or []):
+            return WhisperEncoder.from_pretrained(
+                str(source), attn_implementation=cfg.attn_implementation, **overrides
+            )
+        whole = WhisperModel.from_pretrained(
+            str(source), attn_implementation=cfg.attn_implementation, **overrides
+        )
+        return whole.get_encoder()
+    config = WhisperConfig(
+        num_mel_bins=cfg.n_mels,
+        max_source_positions=cfg.max_source_positions,
+        d_model=cfg.hidden_size,
+        encoder_layers=cfg.num_layers,
+        encoder_attention_heads=cfg.num_heads,
+        encoder_ffn_dim=cfg.intermediate_size,
+        # Only the encoder is built; the decoder sizes mirror it so that the saved config stays coherent.
+        decoder_layers=cfg.num_layers,
+        decoder_attention_heads=cfg.num_heads,
+        decoder_ffn_dim=cfg.intermediate_size,
+        dropout=cfg.dropout,
+        attention_dropout=cfg.dropout,
+        activation_dropout=cfg.dropout,
+        attn_implementation=cfg.attn_implementation,
+        **overrides,
+    )
+    encoder = WhisperEncoder(config)
+    # transformers initialises every conv and linear as N(0, 0.02): for a from-scratch stem that makes the
+    # speech content (std ~0.03) vanish beside the sinusoidal positions it is added to (std ~0.6). He
+    # init for the two GELU convs (He et al. 2015, Eq. 10) keeps the content at the positions' scale.
+    for conv in (encoder.conv1, encoder.conv2):
+        nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        nn.init.zeros_(conv.bias)
+    return encoder
+
+
+def _is_whisper(source: str | Path) -> bool:
+    return AutoConfig.from_pretrained(str(source)).model_type == "whisper"
+
+
 class AudioTower(Tower):
     """Encodes ``waveform`` FloatTensor[B, T] at 16 kHz; ``lengths`` (samples) or ``attention_mask`` mark padding.
 
-    Pooling is the mean over the valid 20 ms frames (these models have no CLS token).
+    Pooling is the mean over the valid 20 ms frames (these models have no CLS token). A Whisper backbone
+    reads its log-mel front end's fixed number of frames and attends over all of them (Whisper's encoder
+    takes no attention mask); the mean covers the frames of the speech only.
     """
+
+    def __init__(
+        self, config: TowerConfig, source: str | Path | None = None, adapter: str | Path | None = None
+    ):
+        super().__init__(config, source, adapter)
+        base_config = self.base_model.config
+        self.log_mel: WhisperLogMel | None = None
+        if base_config.model_type == "whisper":
+            self.log_mel = WhisperLogMel(
+                base_config.num_mel_bins,
+                2 * base_config.max_source_positions,
+                subtract_mean=config.mel_mean_norm,
+            )
 
     def build_backbone(self, source: str | Path | None) -> PreTrainedModel:
         cfg = self.config
         if cfg.pooling != "mean":
             raise ValueError("audio towers pool by mean over frames: set pooling: mean")
+        # The source's own architecture decides, so a saved tower reloads whatever audio_arch now says.
+        whisper = _is_whisper(source) if source is not None else cfg.audio_arch == "whisper"
+        if whisper:
+            return build_whisper_encoder(cfg, source)
         # No SpecAugment or layer drop inside the model: augmentation belongs to the training stage,
         # and layer drop would make DDP ranks skip different layers.
         overrides = {"apply_spec_augment": False, "layerdrop": 0.0}
@@ -99,11 +238,20 @@ class AudioTower(Tower):
                 < lengths.to(waveform.device)[:, None]
             )
         attention_mask = attention_mask.bool()
+        if self.log_mel is not None:
+            return self._encode_log_mel(waveform, attention_mask.sum(dim=1))
         waveform = normalise_waveform(waveform, attention_mask)
         base = self.base_model
         # Base-size wav2vec2 checkpoints (group-normed conv) were trained on zero padding without a mask.
         model_mask = attention_mask.long() if base.config.feat_extract_norm == "layer" else None
         hidden = self.backbone(input_values=waveform, attention_mask=model_mask).last_hidden_state
         frame_lengths = base._get_feat_extract_output_lengths(attention_mask.sum(dim=1))
+        frames = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frame_lengths[:, None]
+        return masked_mean(hidden, frames)
+
+    def _encode_log_mel(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        features, mel_frames = self.log_mel(waveform, lengths)
+        hidden = self.backbone(input_features=features).last_hidden_state
+        frame_lengths = self.base_model._get_feat_extract_output_lengths(mel_frames)
         frames = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frame_lengths[:, None]
         return masked_mean(hidden, frames)

@@ -8,6 +8,7 @@ from transformers import AutoModel
 
 from encoders import EcgTransformerConfig, EcgTransformerModel
 from encoders.towers import build_tower, load_tower
+from encoders.towers.audio import WhisperLogMel
 
 
 def tower_inputs(kind: str) -> tuple:
@@ -23,11 +24,18 @@ def tower_inputs(kind: str) -> tuple:
     return (["no acute cardiopulmonary process", "sinus rhythm"],), {}
 
 
+def whisper_tower(make_tower, mode: str = "full", **overrides):
+    """A tiny Whisper speech tower: 80 mel bins, 5 encoder positions = 10 mel frames = 1600 samples."""
+    return make_tower("audio", mode, audio_arch="whisper", max_source_positions=5, **overrides)
+
+
 @pytest.mark.parametrize("mode", ["lora", "full", "frozen"])
-@pytest.mark.parametrize("kind", ["image", "ecg", "audio", "text"])
+@pytest.mark.parametrize("kind", ["image", "ecg", "audio", "whisper", "text"])
 def test_tower_round_trips_save_and_load(kind, mode, make_tower, tiny_bert_dir, tmp_path):
-    pretrained = str(tiny_bert_dir) if kind == "text" else None
-    config = make_tower(kind, mode, pretrained=pretrained)
+    if kind == "whisper":
+        config, kind = whisper_tower(make_tower, mode), "audio"
+    else:
+        config = make_tower(kind, mode, pretrained=str(tiny_bert_dir) if kind == "text" else None)
     tower = build_tower(config).eval()
     if mode == "lora":  # make the adapter non-trivial (peft initialises B = 0)
         with torch.no_grad():
@@ -92,6 +100,96 @@ def test_audio_padding_does_not_change_features(make_tower):
     padded = torch.cat([waveform, torch.randn(1, 400)], dim=1)
     torch.testing.assert_close(
         tower(padded, lengths=torch.tensor([1200])), tower(waveform), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_whisper_log_mel_matches_the_whisper_feature_extractor():
+    from transformers import WhisperFeatureExtractor
+
+    waveform = 0.1 * torch.randn(2, 12000, generator=torch.Generator().manual_seed(0))
+    extractor = WhisperFeatureExtractor(
+        feature_size=80, sampling_rate=16000, hop_length=160, n_fft=400, chunk_length=1
+    )
+    expected = extractor(list(waveform.numpy()), sampling_rate=16000, return_tensors="pt").input_features
+    features, frames = WhisperLogMel(n_mels=80, n_frames=100)(waveform, torch.tensor([12000, 12000]))
+    assert features.shape == (2, 80, 100)
+    torch.testing.assert_close(features, expected, atol=1e-4, rtol=1e-4)
+    assert frames.tolist() == [75, 75]  # 10 ms frames whose centre lies in the 0.75 s of speech
+
+
+def test_mel_mean_norm_centres_each_band_over_the_speech_frames():
+    log_mel = WhisperLogMel(n_mels=80, n_frames=100, subtract_mean=True)
+    features, frames = log_mel(torch.randn(2, 16000), torch.tensor([16000, 8000]))
+    assert frames.tolist() == [100, 50]
+    torch.testing.assert_close(features[0].mean(dim=1), torch.zeros(80), atol=1e-5, rtol=0)
+    torch.testing.assert_close(features[1, :, :50].mean(dim=1), torch.zeros(80), atol=1e-5, rtol=0)
+    assert (features[1, :, 50:] == 0).all()
+    # A constant gain on the speech (a louder channel) shifts every log band equally: removed.
+    louder, _ = log_mel(4 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(1)), frames[:1])
+    quiet, _ = log_mel(torch.randn(1, 16000, generator=torch.Generator().manual_seed(1)), frames[:1])
+    torch.testing.assert_close(louder, quiet, atol=1e-4, rtol=0)
+
+
+def test_whisper_tower_encodes_waveforms_to_pooled_features(make_tower):
+    tower = build_tower(whisper_tower(make_tower, num_layers=2)).eval()
+    assert type(tower.base_model).__name__ == "WhisperEncoder"
+    assert tower.base_model.config.num_mel_bins == 80 and tower.base_model.config.encoder_layers == 2
+    features = tower(torch.randn(3, 1000), lengths=torch.tensor([1000, 640, 160]))
+    assert features.shape == (3, tower.hidden_size) == (3, 32) and torch.isfinite(features).all()
+
+
+@pytest.mark.parametrize("mel_mean_norm", [False, True])
+def test_whisper_padding_does_not_change_features(make_tower, mel_mean_norm):
+    tower = build_tower(whisper_tower(make_tower, mel_mean_norm=mel_mean_norm)).eval()
+    speech = torch.randn(1, 1200)
+    alone = tower(speech)
+    padded = torch.cat([speech, 100 * torch.randn(1, 400)], dim=1)
+    torch.testing.assert_close(tower(padded, lengths=torch.tensor([1200])), alone, atol=1e-5, rtol=1e-5)
+    # In a batch with a longer utterance the shorter one is padded by the collator: same features.
+    batch = torch.cat([padded, torch.randn(1, 1600)])
+    mask = torch.ones(2, 1600, dtype=torch.long)
+    mask[0, 1200:] = 0
+    torch.testing.assert_close(tower(batch, attention_mask=mask)[:1], alone, atol=1e-5, rtol=1e-5)
+    # ...while the valid part is information: the same samples counted as speech encode differently.
+    assert not torch.allclose(tower(padded), alone, atol=1e-3)
+
+
+def test_whisper_speech_longer_than_its_positions_is_cropped(make_tower):
+    tower = build_tower(whisper_tower(make_tower)).eval()
+    speech = torch.randn(2, 2400)
+    torch.testing.assert_close(tower(speech), tower(speech[:, :1600]))
+
+
+def test_whisper_gradients_reach_every_trainable_parameter(make_tower):
+    tower = build_tower(whisper_tower(make_tower, "full")).train()
+    tower(torch.randn(2, 1600), lengths=torch.tensor([1600, 900])).pow(2).sum().backward()
+    for name, param in tower.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and torch.isfinite(param.grad).all(), name
+    assert tower.base_model.conv1.weight.grad.abs().sum() > 0
+
+
+def test_whisper_tower_takes_the_encoder_of_a_whole_local_whisper(make_tower, tmp_path):
+    from transformers import WhisperConfig, WhisperModel
+
+    config = WhisperConfig(
+        num_mel_bins=80,
+        max_source_positions=5,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+    )
+    whole = WhisperModel(config).eval()
+    whole.save_pretrained(tmp_path)
+    tower = build_tower(make_tower("audio", "frozen", pretrained=str(tmp_path))).eval()
+    assert tower.hidden_size == 16 and tower.log_mel is not None
+    features, _ = tower.log_mel(torch.randn(1, 1600), torch.tensor([1600]))
+    torch.testing.assert_close(
+        tower.base_model(features).last_hidden_state, whole.encoder(features).last_hidden_state
     )
 
 

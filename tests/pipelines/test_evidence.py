@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from pipelines.config import load_config
 from pipelines.data.adapters.fsdd import list_fsdd
-from pipelines.evidence import Config, accuracy_ci, digits_split, run, zero_shot_predict
+from pipelines.errors import StageError
+from pipelines.evidence import Config, accuracy_ci, digits_split, run, train_and_score, zero_shot_predict
+
+EVIDENCE_YAML = Path(__file__).resolve().parents[2] / "configs" / "evidence.yaml"
 
 
 def test_accuracy_ci_brackets_the_accuracy_and_narrows_with_more_data():
@@ -32,6 +37,22 @@ def test_digits_split_keeps_unseen_digits_out_of_training(shared_data):
     train_digits = {it.extra["digit"] for it in items if it.extra["split"] in {"train", "val"}}
     test_digits = {it.extra["digit"] for it in items if it.extra["split"] == "test"}
     assert train_digits == set("0123456") and test_digits == set("789")
+
+
+def test_evidence_yaml_trains_fsdd_with_the_whisper_speech_tower():
+    cfg = load_config(Config, EVIDENCE_YAML, ["speech_tower.num_layers=3"])
+    tower = cfg.speech_tower
+    assert tower.kind == "audio" and tower.audio_arch == "whisper" and tower.mel_mean_norm
+    assert tower.num_layers == 3 and tower.lora.mode == "full"
+    # The tower's fixed input window holds the whole speech crop.
+    assert tower.max_source_positions * 0.02 >= cfg.max_speech_s
+
+
+def test_a_whisper_window_shorter_than_the_speech_crop_is_refused(tmp_path):
+    cfg = Config(max_speech_s=2.0)
+    cfg.speech_tower.max_source_positions = 50
+    with pytest.raises(StageError, match="max_source_positions"):
+        train_and_score(cfg, tmp_path, "clip", ("one", "two"), ("one", "two"))
 
 
 def test_quick_evidence_runs_end_to_end_and_writes_a_summary(shared_data, tmp_path):
