@@ -582,6 +582,7 @@ def _card_summary(path: Path) -> str:
 
 def _run(cfg: Config, with_report: bool) -> int:
     from pipelines.registry import stage_run
+    from pipelines.registry.gates import SPLIT_DIGEST_PARAM, split_digest
 
     if cfg.tracking_uri:
         import mlflow
@@ -592,6 +593,8 @@ def _run(cfg: Config, with_report: bool) -> int:
     stage = "report" if with_report else "evaluate"
     with stage_run(stage, cfg, experiment=cfg.experiment) as tracker:
         evaluation = evaluate_model(model, cfg, full=with_report)
+        # Which rows were tested, as a digest of pseudonymous keys: promotion compares it.
+        tracker.log_params({SPLIT_DIGEST_PARAM: split_digest(evaluation["test"].keys)})
         metrics = dict(evaluation["metrics"])
         baselines: list[dict] = []
         if cfg.baselines:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -230,16 +230,32 @@ def regression_gates(
     return out
 
 
+SPLIT_DIGEST_PARAM = "test_split_sha256"
+
+
+def split_digest(keys: Sequence[str]) -> str:
+    """Short SHA-256 of a split's sorted sample keys (pseudonymous study IDs), logged by evaluation."""
+    return hashlib.sha256("\n".join(sorted(map(str, keys))).encode()).hexdigest()[:16]
+
+
 def same_split_gate(
     candidate_params: Mapping[str, str], champion_params: Mapping[str, str] | None
 ) -> GateResult:
-    """Regression is only meaningful on the same test data: compare the evaluation runs' settings."""
+    """Regression is only meaningful on the same test data: compare the evaluation runs' settings and,
+    when both runs recorded it, the digest of the test split's sample keys (``test_split_sha256``: a
+    purge or a re-split changes the rows behind an unchanged ``data_root``/``split``)."""
     keys = ("data_root", "split")
     cand = {k: candidate_params.get(k) for k in keys}
     if champion_params is None:
         return GateResult("same_test_split", json.dumps(cand), "n/a", True, "no champion")
     champ = {k: champion_params.get(k) for k in keys}
-    return GateResult("same_test_split", json.dumps(cand), json.dumps(champ), cand == champ)
+    detail = ""
+    digests = (candidate_params.get(SPLIT_DIGEST_PARAM), champion_params.get(SPLIT_DIGEST_PARAM))
+    if all(digests):
+        cand[SPLIT_DIGEST_PARAM], champ[SPLIT_DIGEST_PARAM] = digests
+    else:
+        detail = "split digest missing on one side: compared data_root/split only"
+    return GateResult("same_test_split", json.dumps(cand), json.dumps(champ), cand == champ, detail)
 
 
 def forgetting_gate(tags: Mapping[str, str], policy: GatePolicy) -> GateResult | None:

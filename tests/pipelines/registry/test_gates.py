@@ -157,3 +157,19 @@ def test_policy_from_mapping_types_values_and_rejects_unknown_keys() -> None:
     assert policy.digest() != GatePolicy().digest()
     with pytest.raises(ConfigError, match="min_macro_aucroc"):
         policy_from_mapping({"min_macro_aucroc": 0.6})
+
+
+def test_same_split_compares_the_key_digest_when_both_runs_have_it() -> None:
+    from pipelines.registry.gates import SPLIT_DIGEST_PARAM, same_split_gate, split_digest
+
+    before = split_digest(["s3", "s1", "s2"])
+    assert before == split_digest(["s1", "s2", "s3"]) != split_digest(["s1", "s2"])  # order-free, row-exact
+    names = {"data_root": "data/processed/demo", "split": "test"}
+    same = same_split_gate({**names, SPLIT_DIGEST_PARAM: before}, {**names, SPLIT_DIGEST_PARAM: before})
+    assert same.passed and not same.detail
+    purged = same_split_gate({**names, SPLIT_DIGEST_PARAM: split_digest(["s1", "s2"])},
+                             {**names, SPLIT_DIGEST_PARAM: before})  # fmt: skip
+    assert not purged.passed
+    old_champion = same_split_gate({**names, SPLIT_DIGEST_PARAM: before}, dict(names))
+    assert old_champion.passed and "missing" in old_champion.detail
+    assert not same_split_gate({**names, "split": "val"}, dict(names)).passed
