@@ -11,6 +11,7 @@ import dataclasses
 import importlib
 import sys
 import typing
+from typing import Any
 
 from pipelines.config import ConfigError, dump_yaml, load_config
 from pipelines.errors import StageError
@@ -43,14 +44,15 @@ def _resolve(name: str) -> str:
     return name
 
 
-def _describe_fields(cls: type, prefix: str = "") -> list[str]:
+def _describe_fields(instance: Any, prefix: str = "") -> list[str]:
+    """One help line per setting of ``instance`` (a stage's default config), nested sections flattened
+    with their actual default values (a nested config class need not be constructible without arguments)."""
     lines = []
-    hints = typing.get_type_hints(cls)
-    instance = cls()
-    for field in dataclasses.fields(cls):
+    hints = typing.get_type_hints(type(instance))
+    for field in dataclasses.fields(instance):
         value = getattr(instance, field.name)
         if dataclasses.is_dataclass(value):
-            lines.extend(_describe_fields(type(value), f"{prefix}{field.name}."))
+            lines.extend(_describe_fields(value, f"{prefix}{field.name}."))
             continue
         tp = hints[field.name]
         tp_name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"python -m pipelines {name}",
         description=(module.__doc__ or "").strip(),
-        epilog="settings (override with key=value):\n" + "\n".join(_describe_fields(config_cls)),
+        epilog="settings (override with key=value):\n" + "\n".join(_describe_fields(config_cls())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML file with settings for this stage")

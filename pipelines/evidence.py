@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from encoders.config import LoraSettings, TowerConfig, TowerKind
+from encoders.config import LoraSettings, TowerConfig
 from pipelines.data import adapters, registry
 from pipelines.data.sources import SourceItem
 from pipelines.errors import StageError
@@ -42,21 +42,7 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 WHISPER_POSITION_S = 0.02  # one Whisper encoder position = two 10 ms mel frames
 
 
-@dataclasses.dataclass
-class SpeechTowerConfig(TowerConfig):
-    """A :class:`TowerConfig` whose kind defaults to audio, so that the stage config nests it with defaults
-    (the CLI help builds every nested config class without arguments)."""
-
-    kind: TowerKind = "audio"
-
-    def tower_config(self) -> TowerConfig:
-        """The plain :class:`TowerConfig` (a copy) that the model is built from."""
-        return TowerConfig(
-            **{f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(TowerConfig)}
-        )
-
-
-def fsdd_speech_tower() -> SpeechTowerConfig:
+def fsdd_speech_tower() -> TowerConfig:
     """The speech tower trained on FSDD: a small Whisper encoder on mean-normalised log-mel, trained fully.
 
     1 s of speech (50 positions) holds 99.75% of the trimmed FSDD digits (the longest is 1.2 s). The
@@ -64,7 +50,7 @@ def fsdd_speech_tower() -> SpeechTowerConfig:
     a supervised digit classifier on this tower scored 0.38 on the held-out speaker without it and 0.64
     with it (0.87 and 0.99 on the training speakers' held-out utterances).
     """
-    return SpeechTowerConfig(
+    return TowerConfig(
         kind="audio",
         audio_arch="whisper",
         hidden_size=128,
@@ -104,7 +90,7 @@ class Config:
         default_factory=lambda: ["cwcl", "clip"], metadata={"help": "objectives trained side by side"}
     )
     heldout_digits: bool = dataclasses.field(default=True, metadata={"help": "also train 0-6, test 7-9"})
-    speech_tower: SpeechTowerConfig = dataclasses.field(
+    speech_tower: TowerConfig = dataclasses.field(
         default_factory=fsdd_speech_tower,
         metadata={
             "help": "the FSDD audio tower (train-speech's model.towers.audio), e.g. speech_tower.num_layers=3"
@@ -229,7 +215,7 @@ def train_and_score(
     """Train speech <-> text on ``data_root``'s train split; zero-shot accuracy on its test split."""
     import torch
 
-    tower = cfg.speech_tower.tower_config()
+    tower = copy.deepcopy(cfg.speech_tower)  # the training config owns its copy
     if tower.kind != "audio":
         raise StageError(f"speech_tower.kind must be audio, got {tower.kind!r}")
     if tower.audio_arch == "whisper" and tower.max_source_positions * WHISPER_POSITION_S < cfg.max_speech_s:
