@@ -5,6 +5,7 @@ waveform (wav2vec 2.0, HuBERT, WavLM) or Whisper's encoder on a log-mel spectrog
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchaudio
@@ -110,15 +111,18 @@ class WhisperLogMel(nn.Module):
         return features, frames
 
 
-def build_whisper_encoder(cfg: TowerConfig, source: str | Path | None) -> WhisperEncoder:
+def build_whisper_encoder(
+    cfg: TowerConfig, source: str | Path | None, source_config: Any = None
+) -> WhisperEncoder:
     """Whisper's encoder: random init from ``cfg``'s sizes, or the encoder of a saved Whisper.
 
     ``source`` may hold a saved encoder (what :meth:`Tower.save` writes) or a whole Whisper checkpoint
-    (``WhisperModel`` / ``WhisperForConditionalGeneration``), whose decoder is then dropped.
+    (``WhisperModel`` / ``WhisperForConditionalGeneration``), whose decoder is then dropped;
+    ``source_config`` is its already-read ``config.json``, if the caller has it.
     """
     overrides = {"encoder_layerdrop": 0.0}
     if source is not None:
-        config = AutoConfig.from_pretrained(str(source))
+        config = source_config or AutoConfig.from_pretrained(str(source))
         if "WhisperEncoder" in (config.architectures or []):
             return WhisperEncoder.from_pretrained(
                 str(source), attn_implementation=cfg.attn_implementation, **overrides
@@ -154,10 +158,6 @@ def build_whisper_encoder(cfg: TowerConfig, source: str | Path | None) -> Whispe
     return encoder
 
 
-def _is_whisper(source: str | Path) -> bool:
-    return AutoConfig.from_pretrained(str(source)).model_type == "whisper"
-
-
 class AudioTower(Tower):
     """Encodes ``waveform`` FloatTensor[B, T] at 16 kHz; ``lengths`` (samples) or ``attention_mask`` mark padding.
 
@@ -184,9 +184,9 @@ class AudioTower(Tower):
         if cfg.pooling != "mean":
             raise ValueError("audio towers pool by mean over frames: set pooling: mean")
         # The source's own architecture decides, so a saved tower reloads whatever audio_arch now says.
-        whisper = _is_whisper(source) if source is not None else cfg.audio_arch == "whisper"
-        if whisper:
-            return build_whisper_encoder(cfg, source)
+        source_config = AutoConfig.from_pretrained(str(source)) if source is not None else None
+        if (source_config.model_type if source_config else cfg.audio_arch) == "whisper":
+            return build_whisper_encoder(cfg, source, source_config)
         # No SpecAugment or layer drop inside the model: augmentation belongs to the training stage,
         # and layer drop would make DDP ranks skip different layers.
         overrides = {"apply_spec_augment": False, "layerdrop": 0.0}
