@@ -26,7 +26,7 @@ export PYTHONUNBUFFERED := 1
 PIPELINE_SRC := $(shell find pipelines encoders configs -type f \( -name '*.py' -o -name '*.yaml' \) 2>/dev/null)
 
 .PHONY: help setup demo-data preprocess preprocess-xray preprocess-ecg preprocess-speech preprocess-reports \
-        train-morE train-more train-MoRE train-speech evaluate report continual unlearn promote rollback serve \
+        train-morE train-more train-MoRE train-speech evaluate report report-speech continual unlearn promote rollback serve \
         evidence mlflow-ui test lint format bench bench-preprocess bench-train-step clean clean-data
 
 help: ## list the targets
@@ -69,14 +69,20 @@ $(STAMPS)/train-more: $(STAMPS)/preprocess-xray $(STAMPS)/preprocess-ecg $(STAMP
 	$(RUN) report --config configs/evaluate.yaml model_ref=latest
 	touch $@
 
-train-speech: $(STAMPS)/preprocess-speech ## speech <-> transcript/intent alignment with CWCL, register
+train-speech: $(STAMPS)/train-speech ## speech <-> transcript alignment with CWCL, register, intent zero-shot report
+$(STAMPS)/train-speech: $(STAMPS)/preprocess-speech configs/train_speech.yaml configs/evaluate_speech.yaml
 	$(RUN) train-speech --config configs/train_speech.yaml $(ARGS)
+	$(RUN) report --config configs/evaluate_speech.yaml model_ref=latest
+	touch $@
 
 evaluate: $(SETUP) ## zero-shot evaluation of a model version (default: champion, else latest)
 	$(RUN) evaluate --config configs/evaluate.yaml $(ARGS)
 
 report: $(SETUP) ## evaluation + the self-contained HTML report under reports/
 	$(RUN) report --config configs/evaluate.yaml $(ARGS)
+
+report-speech: $(SETUP) ## the same for the speech model: zero-shot spoken intents (multi-class)
+	$(RUN) report --config configs/evaluate_speech.yaml $(ARGS)
 
 continual: $(SETUP) ## learn the demo task sequence from the champion with replay + distillation
 	$(RUN) continual --config configs/continual.yaml $(ARGS)

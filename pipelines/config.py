@@ -3,6 +3,13 @@
 Every stage owns one dataclass; defaults live only there. ``load_config`` merges, in order,
 the dataclass defaults, an optional YAML file and command-line overrides such as
 ``train.lr=3e-4`` or ``model.text.lora.r=8`` (dotted paths into nested dataclasses).
+
+Mappings merge key by key, so a file only states what it changes. A mapping tagged ``!replace`` in a
+YAML file replaces the default instead (for named collections such as an evaluation's ``views`` and
+``tasks``, where a merge would keep the defaults' entries)::
+
+    tasks: !replace
+      speech_intents: {view: speech, prompt_set: speech_intents, ...}
 """
 
 from __future__ import annotations
@@ -22,6 +29,23 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the stage's config class."""
+
+
+class ReplaceMapping(dict):
+    """A YAML mapping tagged ``!replace``: replaces the default mapping rather than merging into it."""
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` plus the ``!replace`` tag."""
+
+
+def _construct_replace(loader: yaml.SafeLoader, node: yaml.Node) -> ReplaceMapping:
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"line {node.start_mark.line + 1}: !replace applies to a mapping")
+    return ReplaceMapping(loader.construct_mapping(node, deep=True))
+
+
+_Loader.add_constructor("!replace", _construct_replace)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -113,7 +137,11 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if (
+            isinstance(value, dict)
+            and isinstance(out.get(key), dict)
+            and not isinstance(value, ReplaceMapping)
+        ):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value
@@ -139,7 +167,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.load(path.read_text(), Loader=_Loader) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         values = _merge(values, loaded)

@@ -31,12 +31,23 @@ from pipelines.evaluation.zpe import weighted_class_embeddings, zpe_weights
 
 @dataclasses.dataclass
 class TaskConfig:
-    """One zero-shot task: embeddings of ``view`` scored against the prompt set; labels are the
-    columns (named like the prompt set's labels) of the manifest rows of ``labels_from``."""
+    """One zero-shot task: embeddings of ``view`` scored against the prompt set.
+
+    ``binary`` (findings, diagnoses): each label is a pos/neg prompt pair; labels are the columns
+    (named like the prompt set's labels, 1/0/-1/empty) of the manifest rows of ``labels_from``.
+    ``multiclass`` (spoken intents, keywords): one class per sample, the value of column
+    ``label_column`` of ``labels_from``'s rows; scored as a softmax over the classes' prompts (the
+    prompt set's generic templates filled with each class name). ``classes`` empty = every value of
+    the column in the train, validation and test splits."""
 
     view: str
     prompt_set: str
     labels_from: str
+    kind: Literal["binary", "multiclass"] = "binary"
+    label_column: str = dataclasses.field(default="", metadata={"help": "multiclass: the class column"})
+    classes: list[str] = dataclasses.field(
+        default_factory=list, metadata={"help": "multiclass: class names; empty = from the data"}
+    )
 
 
 def _tasks() -> dict[str, TaskConfig]:
@@ -80,6 +91,10 @@ class Config:
     baselines: bool = dataclasses.field(default=True, metadata={"help": "also evaluate untrained + champion"})
     explain_examples: int = 2
     batch_size: int = 64
+    max_speech_s: float = dataclasses.field(
+        default=2.0,
+        metadata={"help": "speech is cropped/padded from its start to this length (as in training)"},
+    )
     device: str = "auto"
     seed: int = 0
     tracking_uri: str | None = None
@@ -137,6 +152,20 @@ def class_embeddings(
 
 
 @dataclasses.dataclass
+class MulticlassResult:
+    """Top-1 figures of a multi-class task over the test samples whose class is known."""
+
+    classes: list[str]
+    n: int
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    confusion: np.ndarray  # [K, K], rows = true class, columns = predicted
+    ece_top_label: float
+    ece_top_label_calibrated: float
+    temperature: float
+
+
+@dataclasses.dataclass
 class TaskResult:
     result: M.ClassificationResult
     temperature: dict[str, float]
@@ -146,6 +175,7 @@ class TaskResult:
     curves: dict[str, dict[str, list[float]]]
     weights: dict[str, list[float] | None]
     directions: dict[str, np.ndarray]
+    multiclass: MulticlassResult | None = None
 
 
 def evaluate_task(
@@ -159,6 +189,8 @@ def evaluate_task(
 ) -> TaskResult:
     """Zero-shot metrics of one task from embeddings (no model needed: testable on its own)."""
     weighting = weighting or cfg.prompt_weighting
+    if task.kind == "multiclass":
+        return evaluate_multiclass_task(test, val, task, prompts, logit_scale, cfg, weighting)
     view = task.view
     rows = test.present[view]
     x = test.embeddings[view][rows]
@@ -210,6 +242,115 @@ def evaluate_task(
     return out
 
 
+def class_matrix(
+    x: np.ndarray, prompts: TaskPrompts, classes: Sequence[str], method: str, temperature: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``[K, D]`` class embeddings of a multi-class task and the ZPE template weights (None = equal).
+    ZPE needs the same templates for every class (template j of class a pairs with template j of b)."""
+    counts = {len(prompts.positive[c]) for c in classes}
+    if method == "zpe" and len(counts) == 1 and counts.pop() >= 2 and len(x):
+        templates = np.stack([prompts.positive[c] for c in classes], axis=1)  # [T, K, D]
+        weights = zpe_weights(x, templates, temperature=temperature)
+        return weighted_class_embeddings(templates, weights), weights
+    return np.stack([weighted_class_embeddings(prompts.positive[c][:, None, :])[0] for c in classes]), None
+
+
+def _class_indices(
+    labels: Mapping[str, np.ndarray], classes: Sequence[str], rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot label columns -> (class index per row, known mask); rows without exactly one class are
+    unknown."""
+    onehot = np.stack([np.asarray(labels[c], dtype=float)[rows] for c in classes], axis=1)
+    known = ~np.isnan(onehot).any(axis=1) & (np.nan_to_num(onehot).sum(axis=1) == 1)
+    return np.argmax(np.nan_to_num(onehot), axis=1), known
+
+
+def evaluate_multiclass_task(
+    test: SplitEmbeddings,
+    val: SplitEmbeddings | None,
+    task: TaskConfig,
+    prompts: TaskPrompts,
+    logit_scale: float,
+    cfg: Config,
+    weighting: str,
+) -> TaskResult:
+    """Multi-class zero-shot: softmax over the classes' prompt embeddings (CLIP's zero-shot classifier,
+    Radford et al. 2021), temperature fitted on validation by NLL. Per class, the one-vs-rest
+    probability goes through the same per-finding metrics as a binary task (AUROC, AUPRC, F1 at a
+    validation threshold, CIs); the task adds top-1 accuracy with a bootstrap CI, the confusion
+    matrix and the top-label calibration error."""
+    classes = list(prompts.positive)
+    view = task.view
+    rows = test.present[view]
+    x = test.embeddings[view][rows]
+    matrix, weights = class_matrix(x, prompts, classes, weighting, cfg.zpe_temperature)
+    test_labels = test.labels.get(task.labels_from, {})
+    missing = np.full(len(test.keys), np.nan)
+    y, known = _class_indices({c: test_labels.get(c, missing) for c in classes}, classes, rows)
+    logits = logit_scale * (x @ matrix.T)
+    temperature, val_labels, val_probs = 1.0, {}, {}
+    if val is not None and val.present.get(view) is not None and val.present[view].any():
+        val_rows = val.present[view]
+        v_logits = logit_scale * (val.embeddings[view][val_rows] @ matrix.T)
+        v_raw = val.labels.get(task.labels_from, {})
+        v_missing = np.full(len(val.keys), np.nan)
+        vy, vknown = _class_indices({c: v_raw.get(c, v_missing) for c in classes}, classes, val_rows)
+        if vknown.any():
+            temperature = fit_temperature(v_logits[vknown], vy[vknown])
+        v_probs = apply_temperature(v_logits, temperature)
+        for k, c in enumerate(classes):
+            val_labels[c] = np.asarray(v_raw.get(c, v_missing), dtype=float)[val_rows]
+            val_probs[c] = v_probs[:, k]
+    probs = apply_temperature(logits, temperature)
+    raw_probs = apply_temperature(logits, 1.0)
+    out = TaskResult(M.ClassificationResult({}, {}, {}, {}, "", 0, 0), {}, {}, {}, {}, {}, {}, {})
+    labels, scores = {}, {}
+    for k, c in enumerate(classes):
+        labels[c] = np.asarray(test_labels.get(c, missing), dtype=float)[rows]
+        scores[c] = probs[:, k]
+        out.temperature[c] = temperature
+        out.weights[c] = None if weights is None else weights.tolist()
+        out.directions[c] = matrix[k]
+        yc, keep, _ = M.binarise_labels(labels[c], cfg.missing_labels)
+        if keep.any():
+            out.ece[c] = reliability_bins(yc[keep], raw_probs[keep, k], cfg.calibration_bins).ece
+            bins = reliability_bins(yc[keep], probs[keep, k], cfg.calibration_bins)
+            out.ece_calibrated[c] = bins.ece
+            out.bins[c] = bins.as_dict()
+            out.curves[c] = {"y_true": yc[keep].tolist(), "y_score": probs[keep, k].tolist()}
+    out.result = M.evaluate_classification(
+        labels,
+        scores,
+        val_labels or None,
+        val_probs or None,
+        threshold_method=cfg.threshold_method,
+        missing=cfg.missing_labels,
+        n_resamples=cfg.bootstrap_resamples,
+        seed=cfg.seed,
+        stratified=cfg.bootstrap_stratified,
+    )
+    predicted = np.argmax(logits, axis=1)
+    correct = predicted[known] == y[known]
+    accuracy, low, high = M.accuracy_ci(correct, cfg.bootstrap_resamples, cfg.seed)
+
+    def top_label_ece(p: np.ndarray) -> float:
+        if not known.any():
+            return math.nan
+        return reliability_bins(correct, p[known].max(axis=1), cfg.calibration_bins).ece
+
+    out.multiclass = MulticlassResult(
+        classes=classes,
+        n=int(known.sum()),
+        accuracy=accuracy,
+        accuracy_ci=(low, high),
+        confusion=M.confusion_matrix(y[known], predicted[known], len(classes)),
+        ece_top_label=top_label_ece(raw_probs),
+        ece_top_label_calibrated=top_label_ece(probs),
+        temperature=temperature,
+    )
+    return out
+
+
 def retrieval_and_gap(
     split: SplitEmbeddings, pairs: Sequence[str]
 ) -> tuple[dict[str, float], list[dict], list[dict]]:
@@ -253,6 +394,16 @@ def task_metric_names(task_name: str, first: bool, tr: TaskResult) -> dict[str, 
     finite_ece = [v for v in tr.ece.values() if not math.isnan(v)]
     if finite_ece:
         named["zs_ece_macro"] = float(np.mean(finite_ece))
+    if tr.multiclass is not None:
+        mc = tr.multiclass
+        extra = {
+            "zs_accuracy": mc.accuracy,
+            "zs_accuracy_ci_low": mc.accuracy_ci[0],
+            "zs_accuracy_ci_high": mc.accuracy_ci[1],
+            "zs_ece_top_label": mc.ece_top_label,
+            "zs_ece_top_label_calibrated": mc.ece_top_label_calibrated,
+        }
+        named.update({k: float(v) for k, v in extra.items() if not math.isnan(v)})
     out = {f"{task_name}.{k}": v for k, v in named.items()}
     if first:
         out.update(named)
@@ -277,29 +428,93 @@ def _load_model(cfg: Config, ref: str) -> tuple[Any, Any]:
             raise StageError(f"cannot load model {cfg.model_name} (champion or latest): {err2}") from err2
 
 
+def _dataset(cfg: Config, split: str) -> Any:
+    from pipelines.data.dataset import StudyDataset
+
+    return StudyDataset(
+        cfg.data_root, split, cfg.views, key=cfg.key, max_speech_samples=int(cfg.max_speech_s * 16000)
+    )
+
+
+def _class_column(dataset: Any, task: TaskConfig) -> Any:
+    """A multi-class task's label column (pandas Series, NaN where the view or value is missing)."""
+    values = dataset.labels(task.labels_from, [task.label_column])[task.label_column]
+    return values.where(values.notna() & (values.astype(str).str.strip() != ""))
+
+
+def resolve_classes(cfg: Config) -> Config:
+    """``cfg`` with every multi-class task's ``classes`` filled: as configured, else the prompt set's
+    labels, else the sorted values of ``label_column`` over the train, validation and test splits."""
+    from pipelines.evaluation.prompts import load_prompt_set
+
+    tasks = dict(cfg.tasks)
+    for name, task in cfg.tasks.items():
+        if task.kind != "multiclass" or task.classes:
+            continue
+        if not task.label_column:
+            raise StageError(
+                f"task {name}: a multiclass task needs label_column (the manifest column of classes)"
+            )
+        classes = load_prompt_set(task.prompt_set).labels
+        if not classes:
+            seen: set[str] = set()
+            for split in dict.fromkeys((cfg.train_split, cfg.val_split, cfg.split)):
+                seen.update(_class_column(_dataset(cfg, split), task).dropna().astype(str))
+            classes = sorted(seen)
+        if len(classes) < 2:
+            raise StageError(
+                f"task {name}: column {task.label_column!r} of {task.labels_from} has {len(classes)} "
+                f"class(es) in {cfg.data_root}; a multiclass task needs at least 2"
+            )
+        tasks[name] = dataclasses.replace(task, classes=list(classes))
+    return dataclasses.replace(cfg, tasks=tasks)
+
+
 def _embed(model: Any, cfg: Config, split: str) -> SplitEmbeddings:
     """Embeddings per view + labels for one split (``pipelines.data.dataset.StudyDataset`` and
-    ``embed_split``)."""
-    from pipelines.data.dataset import StudyDataset
+    ``embed_split``). A multi-class task's labels become one-hot columns named by class."""
     from pipelines.train import embed_dataset, resolve_device
 
-    dataset = StudyDataset(cfg.data_root, split, cfg.views, key=cfg.key)
+    dataset = _dataset(cfg, split)
     feats, masks = embed_dataset(model, dataset, cfg.views, cfg.batch_size, resolve_device(cfg.device))
     embeddings = {v: f.numpy().astype(np.float64) for v, f in feats.items()}
     present = {v: m.numpy().astype(bool) for v, m in masks.items()}
-    labels = {}
+    labels: dict[str, dict[str, np.ndarray]] = {}
     for task in cfg.tasks.values():
-        if task.labels_from in cfg.views and task.labels_from not in labels:
-            columns = _label_columns(task)
-            table = dataset.labels(task.labels_from, columns)
-            labels[task.labels_from] = {c: table[c].to_numpy(dtype=float) for c in columns}
+        if task.labels_from not in cfg.views:
+            continue
+        columns = labels.setdefault(task.labels_from, {})
+        if task.kind == "multiclass":
+            values = _class_column(dataset, task)
+            known = values.notna().to_numpy()
+            for c in task.classes:
+                columns[c] = np.where(known, (values.astype(str) == c).to_numpy(dtype=float), np.nan)
+        else:
+            names = _label_columns(task)
+            table = dataset.labels(task.labels_from, names)
+            columns.update({c: table[c].to_numpy(dtype=float) for c in names})
     return SplitEmbeddings(list(dataset.keys), embeddings, present, labels)
 
 
-def _label_columns(task: TaskConfig) -> list[str]:
+def _prompt_set(task: TaskConfig) -> Any:
+    """The task's prompt set; for a multi-class task, one entry per class (the class's own prompts when
+    the file has them, else the set's generic templates filled with the class name)."""
     from pipelines.evaluation.prompts import load_prompt_set
 
-    return list(load_prompt_set(task.prompt_set).labels)
+    prompt_set = load_prompt_set(task.prompt_set)
+    if task.kind != "multiclass":
+        return prompt_set
+    filled = prompt_set.with_labels(task.classes)
+    own = set(prompt_set.positives)
+    return dataclasses.replace(
+        prompt_set,
+        positives={c: (prompt_set if c in own else filled).positives[c] for c in task.classes},
+        negatives={c: (prompt_set if c in own else filled).negatives[c] for c in task.classes},
+    )
+
+
+def _label_columns(task: TaskConfig) -> list[str]:
+    return list(_prompt_set(task).labels)
 
 
 def _encode_texts(model: Any, texts: Sequence[str]) -> np.ndarray:
@@ -310,14 +525,15 @@ def _encode_texts(model: Any, texts: Sequence[str]) -> np.ndarray:
 
 
 def _task_prompts(model: Any, task: TaskConfig) -> TaskPrompts:
-    from pipelines.evaluation.prompts import load_prompt_set
-
-    prompt_set = load_prompt_set(task.prompt_set)
+    prompt_set = _prompt_set(task)
     prompts = TaskPrompts({}, {}, {})
     for label in prompt_set.labels:
         positives, negatives = prompt_set.texts_for(label)
         prompts.positive[label] = _encode_texts(model, positives)
-        prompts.negative[label] = _encode_texts(model, negatives)
+        # multi-class sets have no negatives: an empty [0, D] block, not a call with no texts
+        prompts.negative[label] = (
+            _encode_texts(model, negatives) if negatives else prompts.positive[label][:0]
+        )
         prompts.texts[label] = {"positive": list(positives), "negative": list(negatives)}
     return prompts
 
@@ -343,6 +559,7 @@ def _zero_shot(
 
 def evaluate_model(model: Any, cfg: Config, full: bool) -> dict[str, Any]:
     """Everything about one model: metrics (MLflow names) and, when ``full``, the report pieces."""
+    cfg = resolve_classes(cfg)
     test = _embed(model, cfg, cfg.split)
     val = _embed(model, cfg, cfg.val_split)
     tasks = _zero_shot(model, cfg, test, val)
@@ -405,10 +622,9 @@ def _explanations(model: Any, cfg: Config, evaluation: Mapping[str, Any]) -> dic
     """Saliency for the first few test studies with each image view, for the finding scored highest."""
     import torch
 
-    from pipelines.data.dataset import StudyDataset
     from pipelines.evaluation.explain import ecg_saliency, xray_heatmap
 
-    dataset = StudyDataset(cfg.data_root, cfg.split, cfg.views, key=cfg.key)
+    dataset = _dataset(cfg, cfg.split)
     out: dict[str, list[dict]] = {"xray": [], "ecg": []}
     for name, tr in evaluation["tasks"].items():
         task = cfg.tasks[name]
@@ -473,6 +689,17 @@ def _baseline_rows(
             ),
             "macro AUPRC": metrics.get("zs_auprc_macro", math.nan),
             "macro F1": metrics.get("zs_f1_macro", math.nan),
+            **(
+                {
+                    "top-1 accuracy": metrics["zs_accuracy"],
+                    "accuracy 95% CI": (
+                        metrics.get("zs_accuracy_ci_low", math.nan),
+                        metrics.get("zs_accuracy_ci_high", math.nan),
+                    ),
+                }
+                if "zs_accuracy" in metrics
+                else {}
+            ),
         }
 
     rows = [row(f"{cfg.model_name} v{getattr(version, 'version', '?')} (evaluated)", evaluation["metrics"])]
@@ -480,6 +707,9 @@ def _baseline_rows(
     untrained = evaluate_model(_untrained_like(model, cfg.seed), cfg, full=False)["metrics"]
     rows.append(row("untrained, same architecture (chance floor)", untrained))
     extra.update({f"baseline_untrained.{k}": v for k, v in untrained.items() if k.startswith("zs_")})
+    if "zs_accuracy" in evaluation["metrics"]:
+        n_classes = len(next(t for t in evaluation["tasks"].values() if t.multiclass).multiclass.classes)
+        rows.append({"model": f"chance (1 of {n_classes} classes)", "top-1 accuracy": 1.0 / n_classes})
     if cfg.model_ref != "champion":
         try:
             champion, champion_version = _load_model(
@@ -507,7 +737,12 @@ def _report_context(
     from pipelines.evaluation.report import task_context
 
     test: SplitEmbeddings = evaluation["test"]
-    cards = sorted(Path("data_cards").glob(f"{Path(cfg.data_root).name}-*.md"))
+    modalities = {spec.modality for spec in cfg.views.values()}
+    cards = [
+        card
+        for card in sorted(Path("data_cards").glob(f"{Path(cfg.data_root).name}-*.md"))
+        if card.stem.rsplit("-", 1)[-1] in modalities | {"raw"}
+    ]
     data_summary = [
         {
             "split": cfg.split,
@@ -532,8 +767,8 @@ def _report_context(
                 tr.curves,
                 tr.bins,
                 tr.ece,
-                f"Temperature fitted on {cfg.val_split}: "
-                + ", ".join(f"{k} {v:.2f}" for k, v in tr.temperature.items()),
+                _temperature_text(cfg, tr),
+                multiclass=_multiclass_context(tr.multiclass),
             )
         )
         prompts[name] = _task_prompts_texts(cfg.tasks[name])
@@ -564,10 +799,34 @@ def _report_context(
     }
 
 
-def _task_prompts_texts(task: TaskConfig) -> dict[str, dict[str, list[str]]]:
-    from pipelines.evaluation.prompts import load_prompt_set
+def _temperature_text(cfg: Config, tr: TaskResult) -> str:
+    if tr.multiclass is not None:
+        return (
+            f"Multi-class: a softmax over {len(tr.multiclass.classes)} classes; one temperature fitted on "
+            f"{cfg.val_split}: {tr.multiclass.temperature:.2f}. Per class, the one-vs-rest probability."
+        )
+    return f"Temperature fitted on {cfg.val_split}: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in tr.temperature.items()
+    )
 
-    prompt_set = load_prompt_set(task.prompt_set)
+
+def _multiclass_context(mc: MulticlassResult | None) -> dict[str, Any] | None:
+    if mc is None:
+        return None
+    return {
+        "classes": mc.classes,
+        "n": mc.n,
+        "accuracy": mc.accuracy,
+        "accuracy_ci": mc.accuracy_ci,
+        "chance": 1.0 / len(mc.classes),
+        "confusion": mc.confusion.tolist(),
+        "ece_top_label": mc.ece_top_label,
+        "ece_top_label_calibrated": mc.ece_top_label_calibrated,
+    }
+
+
+def _task_prompts_texts(task: TaskConfig) -> dict[str, dict[str, list[str]]]:
+    prompt_set = _prompt_set(task)
     return {
         label: dict(zip(("positive", "negative"), map(list, prompt_set.texts_for(label)), strict=True))
         for label in prompt_set.labels
@@ -590,6 +849,7 @@ def _run(cfg: Config, with_report: bool) -> int:
         mlflow.set_tracking_uri(cfg.tracking_uri)
     model, version = _load_model(cfg, cfg.model_ref)
     model.eval()
+    cfg = resolve_classes(cfg)
     stage = "report" if with_report else "evaluate"
     with stage_run(stage, cfg, experiment=cfg.experiment) as tracker:
         evaluation = evaluate_model(model, cfg, full=with_report)
@@ -603,9 +863,16 @@ def _run(cfg: Config, with_report: bool) -> int:
         tracker.log_metrics({k: float(v) for k, v in metrics.items() if not math.isnan(float(v))}, 0)
         _tag_version(cfg, version, tracker.run_id)
         headline = metrics.get("zs_auroc_macro", math.nan)
+        accuracy = (
+            f"; top-1 accuracy {metrics['zs_accuracy']:.3f} (95% CI {metrics['zs_accuracy_ci_low']:.3f}-"
+            f"{metrics['zs_accuracy_ci_high']:.3f})"
+            if "zs_accuracy" in metrics
+            else ""
+        )
         print(
             f"{cfg.model_name} v{getattr(version, 'version', '?')}: zero-shot macro AUROC {headline:.3f} "
             f"(95% CI {metrics.get('zs_auroc_macro_ci_low', math.nan):.3f}-{metrics.get('zs_auroc_macro_ci_high', math.nan):.3f})"
+            + accuracy
         )
         if with_report:
             from pipelines.evaluation.report import render_report

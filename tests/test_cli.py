@@ -76,3 +76,21 @@ def test_secret_fields_are_never_printed_flattened_or_hashed(capsys: pytest.Capt
     assert config_hash(config) == config_hash(_Secretive())
     assert main(["preprocess-xray", "--print-config", "salt=canary-salt-123"]) == 0
     assert "canary-salt-123" not in capsys.readouterr().out
+
+
+@dataclasses.dataclass
+class _Named:
+    views: dict[str, _Lora] = dataclasses.field(default_factory=lambda: {"a": _Lora(), "b": _Lora(r=2)})
+
+
+def test_a_mapping_tagged_replace_replaces_the_default_instead_of_merging(tmp_path: Path) -> None:
+    merged, replaced = tmp_path / "m.yaml", tmp_path / "r.yaml"
+    merged.write_text("views:\n  c: {r: 3}\n")
+    replaced.write_text("views: !replace\n  c: {r: 3}\n")
+    assert set(load_config(_Named, merged).views) == {"a", "b", "c"}
+    config = load_config(_Named, replaced, ["views.c.r=5"])
+    assert set(config.views) == {"c"} and config.views["c"].r == 5
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("views: !replace [1, 2]\n")
+    with pytest.raises(ConfigError, match="!replace applies to a mapping"):
+        load_config(_Named, bad)

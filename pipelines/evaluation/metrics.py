@@ -238,6 +238,30 @@ def bootstrap_ci(
     return out, used
 
 
+def accuracy_ci(
+    correct: np.ndarray, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Accuracy and its percentile bootstrap CI over samples (Efron & Tibshirani 1993, ch. 13):
+    ``(accuracy, low, high)``; NaNs for an empty sample, a point CI when ``n_resamples`` is 0."""
+    correct = np.asarray(correct, dtype=float)
+    if correct.size == 0:
+        return math.nan, math.nan, math.nan
+    acc = float(correct.mean())
+    if n_resamples <= 0:
+        return acc, acc, acc
+    rng = np.random.default_rng(seed)
+    means = correct[rng.integers(0, correct.size, size=(n_resamples, correct.size))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    return acc, float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """``[n_classes, n_classes]`` counts, rows = true class index, columns = predicted."""
+    out = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(out, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return out
+
+
 # --------------------------------------------------------------------------- per-finding report
 
 

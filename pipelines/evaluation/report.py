@@ -258,7 +258,7 @@ def matrix_figure(matrix: Mapping[str, Any]) -> str:
     )
     ax.set_yticks(range(values.shape[0]), [str(r) for r in matrix.get("rows", range(values.shape[0]))])
     for (i, j), v in np.ndenumerate(values):
-        ax.text(j, i, fmt(v, 2), ha="center", va="center", color="w", fontsize=8)
+        ax.text(j, i, fmt(v, int(matrix.get("digits", 2))), ha="center", va="center", color="w", fontsize=8)
     fig.colorbar(im, ax=ax)
     return _figure(fig, str(matrix.get("caption", "")), "matrix")
 
@@ -273,8 +273,11 @@ def task_context(
     calibration: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
     ece: Mapping[str, float] | None = None,
     description: str = "",
+    multiclass: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``tasks`` entry from a ``metrics.ClassificationResult`` (the numbers the stage logs)."""
+    """A ``tasks`` entry from a ``metrics.ClassificationResult`` (the numbers the stage logs).
+    ``multiclass``: ``{"classes", "n", "accuracy", "accuracy_ci", "chance", "confusion",
+    "ece_top_label", "ece_top_label_calibrated"}`` for a multi-class task."""
     rows = []
     for label, res in result.per_class.items():
         row: dict[str, Any] = {
@@ -300,6 +303,7 @@ def task_context(
         "micro": dict(result.micro),
         "curves": dict(curves or {}),
         "calibration": dict(calibration or {}),
+        "multiclass": dict(multiclass) if multiclass else None,
     }
 
 
@@ -351,7 +355,36 @@ def _task_block(task: Mapping[str, Any]) -> str:
                 row[stat] = {"value": avg.get(stat, math.nan), "ci": tuple(ci) if ci is not None else None}
             rows.append(row)
     parts.append(_table(rows, "per-class"))
+    mc = task.get("multiclass")
+    if mc:
+        parts.append(
+            _table(
+                [
+                    {
+                        "samples": mc["n"],
+                        "classes": len(mc["classes"]),
+                        "top-1 accuracy": {"value": mc["accuracy"], "ci": tuple(mc["accuracy_ci"])},
+                        "chance": mc["chance"],
+                        "top-label ECE": mc["ece_top_label"],
+                        "top-label ECE (calibrated)": mc["ece_top_label_calibrated"],
+                    }
+                ],
+                "multiclass",
+            )
+        )
     figures = []
+    if mc and mc["n"]:
+        figures.append(
+            matrix_figure(
+                {
+                    "rows": mc["classes"],
+                    "columns": mc["classes"],
+                    "values": mc["confusion"],
+                    "digits": 0,
+                    "caption": f"{name}: confusion matrix on the test split (rows: true class, columns: predicted)",
+                }
+            )
+        )
     if task.get("curves"):
         figures.append(roc_figure(task["curves"], name))
     if task.get("calibration"):
