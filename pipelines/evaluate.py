@@ -219,27 +219,43 @@ def evaluate_task(
             val_probs[label] = apply_temperature(v_logits, temperature)
         labels[label] = y_raw
         probs[label] = apply_temperature(logits, temperature)
-        y, keep, _ = M.binarise_labels(y_raw, cfg.missing_labels)
         out.temperature[label] = temperature
-        raw_prob = apply_temperature(logits, 1.0)
-        if keep.any():
-            out.ece[label] = reliability_bins(y[keep], raw_prob[keep], cfg.calibration_bins).ece
-            bins = reliability_bins(y[keep], probs[label][keep], cfg.calibration_bins)
-            out.ece_calibrated[label] = bins.ece
-            out.bins[label] = bins.as_dict()
-            out.curves[label] = {"y_true": y[keep].tolist(), "y_score": probs[label][keep].tolist()}
-    out.result = M.evaluate_classification(
+        _calibration(out, label, y_raw, apply_temperature(logits, 1.0), probs[label], cfg)
+    out.result = _classification(labels, probs, val_labels, val_probs, cfg)
+    return out
+
+
+def _calibration(
+    out: TaskResult, label: str, y_raw: np.ndarray, raw_prob: np.ndarray, prob: np.ndarray, cfg: Config
+) -> None:
+    """ECE before/after temperature scaling, reliability bins and ROC inputs of one label into ``out``."""
+    y, keep, _ = M.binarise_labels(y_raw, cfg.missing_labels)
+    if keep.any():
+        out.ece[label] = reliability_bins(y[keep], raw_prob[keep], cfg.calibration_bins).ece
+        bins = reliability_bins(y[keep], prob[keep], cfg.calibration_bins)
+        out.ece_calibrated[label] = bins.ece
+        out.bins[label] = bins.as_dict()
+        out.curves[label] = {"y_true": y[keep].tolist(), "y_score": prob[keep].tolist()}
+
+
+def _classification(
+    labels: Mapping[str, np.ndarray],
+    scores: Mapping[str, np.ndarray],
+    val_labels: Mapping[str, np.ndarray],
+    val_scores: Mapping[str, np.ndarray],
+    cfg: Config,
+) -> M.ClassificationResult:
+    return M.evaluate_classification(
         labels,
-        probs,
+        scores,
         val_labels or None,
-        val_probs or None,
+        val_scores or None,
         threshold_method=cfg.threshold_method,
         missing=cfg.missing_labels,
         n_resamples=cfg.bootstrap_resamples,
         seed=cfg.seed,
         stratified=cfg.bootstrap_stratified,
     )
-    return out
 
 
 def class_matrix(
@@ -311,24 +327,8 @@ def evaluate_multiclass_task(
         out.temperature[c] = temperature
         out.weights[c] = None if weights is None else weights.tolist()
         out.directions[c] = matrix[k]
-        yc, keep, _ = M.binarise_labels(labels[c], cfg.missing_labels)
-        if keep.any():
-            out.ece[c] = reliability_bins(yc[keep], raw_probs[keep, k], cfg.calibration_bins).ece
-            bins = reliability_bins(yc[keep], probs[keep, k], cfg.calibration_bins)
-            out.ece_calibrated[c] = bins.ece
-            out.bins[c] = bins.as_dict()
-            out.curves[c] = {"y_true": yc[keep].tolist(), "y_score": probs[keep, k].tolist()}
-    out.result = M.evaluate_classification(
-        labels,
-        scores,
-        val_labels or None,
-        val_probs or None,
-        threshold_method=cfg.threshold_method,
-        missing=cfg.missing_labels,
-        n_resamples=cfg.bootstrap_resamples,
-        seed=cfg.seed,
-        stratified=cfg.bootstrap_stratified,
-    )
+        _calibration(out, c, labels[c], raw_probs[:, k], probs[:, k], cfg)
+    out.result = _classification(labels, scores, val_labels, val_probs, cfg)
     predicted = np.argmax(logits, axis=1)
     correct = predicted[known] == y[known]
     accuracy, low, high = M.accuracy_ci(correct, cfg.bootstrap_resamples, cfg.seed)
