@@ -8,8 +8,13 @@ unlabeled reference X-rays/ECGs and the prompt sentences, both directions), ``wi
 ensembling with the starting weights after each task), ``l2`` (L2 pull to the starting weights).
 ``compare_methods=[finetune,replay+distill]`` runs several side by side from the same start.
 
-After each task every task's test split is evaluated (top-1 cross-modal retrieval of its studies) into
-the accuracy matrix R[i][j], plus a held-out zero-shot task (macro AUROC from prompts). Logged: average
+After each task every task's test split is evaluated into the accuracy matrix R[i][j]: by default
+(``r_measure=zero_shot_auroc``) the zero-shot macro AUROC of the task's own findings
+(``tasks[i].findings``) on its ``eval_split`` studies, scored exactly as ``make evaluate`` does
+(:func:`pipelines.evaluate.evaluate_task`, same prompt sets); or (``r_measure=retrieval``) top-1
+cross-modal retrieval of its studies. Zero-shot retention: the macro AUROC over every finding of the
+``held_out`` zero-shot tasks (X-ray findings and ECG diagnoses) on the whole eval split, final model vs
+starting model on the same resampled studies. Logged: average
 accuracy, backward transfer (forgetting) and forward transfer (Lopez-Paz & Ranzato 2017), zero-shot
 retention, all with paired bootstrap 95% CIs; one nested MLflow run per task; the matrix as CSV + PNG;
 the replay buffer (pseudonymous IDs only) as an artifact and at ``<data_root>/replay_buffer.csv``, where
@@ -52,9 +57,11 @@ from pipelines.data import ids
 from pipelines.data.augment import step_generator
 from pipelines.data.dataset import StudyDataset, collate_studies, read_normalisation
 from pipelines.errors import StageError
-from pipelines.evaluate import pair_logits
+from pipelines.evaluate import Config as EvaluateConfig
+from pipelines.evaluate import SplitEmbeddings, TaskPrompts, _task_prompts, evaluate_task
+from pipelines.evaluate import TaskConfig as ZeroShotTask
 from pipelines.evaluation import metrics as M
-from pipelines.evaluation.prompts import ensemble, load_prompt_set
+from pipelines.evaluation.prompts import load_prompt_set
 from pipelines.train import (
     SPEECH_FS_HZ,
     DistInfo,
@@ -81,17 +88,28 @@ METHOD_PARTS = ("finetune", "replay", "distill", "wise", "l2")
 
 @dataclasses.dataclass
 class TaskSpec:
-    """One task of the sequence: the studies whose manifest rows (or task map) match every ``where``."""
+    """One task of the sequence: the studies whose manifest rows (or task map) match every ``where``;
+    ``findings`` (zero-shot task of ``zero_shot_tasks`` -> labels) are what R scores on its test studies
+    when ``r_measure=zero_shot_auroc``."""
 
     name: str
     where: dict[str, str] = dataclasses.field(default_factory=dict)
+    findings: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def _demo_tasks() -> list[TaskSpec]:
     return [
-        TaskSpec("site-A-cardiomegaly-effusion", {"task": "1"}),
-        TaskSpec("site-B-pneumothorax-consolidation", {"task": "2"}),
-        TaskSpec("site-C-new-ecg-diagnoses", {"task": "3"}),
+        TaskSpec(
+            "site-A-cardiomegaly-effusion",
+            {"task": "1"},
+            {"xray_findings": ["cardiomegaly", "pleural_effusion"]},
+        ),
+        TaskSpec(
+            "site-B-pneumothorax-consolidation",
+            {"task": "2"},
+            {"xray_findings": ["pneumothorax", "consolidation"]},
+        ),
+        TaskSpec("site-C-new-ecg-diagnoses", {"task": "3"}, {"ecg_diagnoses": ["LBBB", "STE"]}),
     ]
 
 
@@ -136,16 +154,6 @@ class DistillConfig:
 
 
 @dataclasses.dataclass
-class ZeroShotConfig:
-    """The held-out zero-shot reference task (as in ``make evaluate``): embeddings of ``view`` scored
-    against ``prompt_set``; labels are the columns of ``labels_from``'s manifest rows."""
-
-    view: str = "xray"
-    prompt_set: str = "cxr_findings"
-    labels_from: str = "radiology_report"
-
-
-@dataclasses.dataclass
 class Config(TrainMoreConfig):
     """Continual learning of a task sequence (training settings are per task)."""
 
@@ -180,8 +188,29 @@ class Config(TrainMoreConfig):
         default=0.7, metadata={"help": "WiSE-FT: theta = (1-a) theta_0 + a theta after each task"}
     )
     l2_weight: float = dataclasses.field(default=1e-3, metadata={"help": "L2 pull to the starting weights"})
-    eval_split: str = "test"
-    zero_shot: ZeroShotConfig = dataclasses.field(default_factory=ZeroShotConfig)
+    eval_split: list[str] = dataclasses.field(
+        default_factory=lambda: ["test"],
+        metadata={"help": "split(s) evaluated into R (the stage selects nothing on them)"},
+    )
+    r_measure: Literal["zero_shot_auroc", "retrieval"] = dataclasses.field(
+        default="zero_shot_auroc",
+        metadata={
+            "help": "entry of R: macro zero-shot AUROC of the task's findings | top-1 cross-modal retrieval"
+        },
+    )
+    zero_shot_tasks: dict[str, ZeroShotTask] = dataclasses.field(
+        default_factory=lambda: EvaluateConfig().tasks,
+        metadata={"help": "zero-shot tasks (as in make evaluate) that tasks[i].findings name"},
+    )
+    missing_labels: Literal["exclude", "negative"] = dataclasses.field(
+        default="exclude", metadata={"help": "findings not mentioned in a report: exclude or negative"}
+    )
+    held_out: list[str] = dataclasses.field(
+        default_factory=lambda: ["xray_findings", "ecg_diagnoses"],
+        metadata={
+            "help": "zero-shot tasks whose every finding, on the whole eval split, is the retention reference"
+        },
+    )
     bootstrap_resamples: int = 1000
     buffer_path: str | None = dataclasses.field(
         default=None, metadata={"help": f"default <data_root>/{BUFFER_FILE}"}
@@ -366,12 +395,64 @@ def freeze(model: MultimodalModel) -> MultimodalModel:
 
 @dataclasses.dataclass
 class EvalSet:
-    """The evaluation split, embedded per call; task membership and zero-shot prompts fixed once."""
+    """The evaluation split, embedded per call. Fixed once: the rows of each task's studies, the raw
+    labels per ``labels_from`` view, and, for zero-shot AUROC, each task's findings (``(zero-shot task,
+    label)`` per column) with their binary targets ``[n_j, L_j]`` (NaN = uncertain, missing, or the
+    study lacks the scored view); the same for the held-out zero-shot task over ``zs_rows``."""
 
     dataset: StudyDataset
     task_rows: list[np.ndarray]
-    labels: dict[str, np.ndarray]
-    prompt_texts: dict[str, tuple[list[str], list[str]]]
+    labels: dict[str, dict[str, np.ndarray]]
+    task_findings: list[list[tuple[str, str]]]
+    task_targets: list[np.ndarray | None]
+    zs_rows: np.ndarray
+    zs_findings: list[tuple[str, str]]
+    zs_targets: np.ndarray
+
+
+def findings_of(cfg: Config, owner: str, findings: dict[str, list[str] | None]) -> list[tuple[str, str]]:
+    """``(zero-shot task, label)`` columns; ``None`` labels = every label of the task's prompt set."""
+    out = []
+    for name, labels in findings.items():
+        if name not in cfg.zero_shot_tasks:
+            raise StageError(f"{owner}: zero-shot task {name!r} not in {sorted(cfg.zero_shot_tasks)}")
+        known = list(load_prompt_set(cfg.zero_shot_tasks[name].prompt_set).labels)
+        unknown = [label for label in labels or [] if label not in known]
+        if unknown:
+            prompt_set = cfg.zero_shot_tasks[name].prompt_set
+            raise StageError(f"{owner}: {unknown} not in prompt set {prompt_set!r}")
+        out += [(name, label) for label in (known if labels is None else labels)]
+    return out
+
+
+def task_findings(cfg: Config, spec: TaskSpec) -> list[tuple[str, str]]:
+    out = findings_of(cfg, f"task {spec.name!r}", dict(spec.findings))
+    if cfg.r_measure == "zero_shot_auroc" and not out:
+        raise StageError(f"task {spec.name!r} has no `findings` to score (r_measure=zero_shot_auroc)")
+    return out
+
+
+def finding_targets(
+    dataset: StudyDataset,
+    labels: dict[str, dict[str, np.ndarray]],
+    rows: np.ndarray,
+    findings: list[tuple[str, str]],
+    tasks: dict[str, ZeroShotTask],
+    missing: str,
+) -> np.ndarray:
+    """``[len(rows), len(findings)]`` binary targets as ``make evaluate`` binarises them (1/0; NaN where
+    excluded or where the study has no input of the scored view)."""
+    out = np.full((len(rows), len(findings)), np.nan)
+    for c, (name, label) in enumerate(findings):
+        task = tasks[name]
+        raw = labels.get(task.labels_from, {}).get(label, np.full(len(dataset.keys), np.nan))[rows]
+        y, keep, _ = M.binarise_labels(raw, missing)
+        has_view = np.array(
+            [dataset.view_row(task.view, dataset.keys[r]) is not None for r in rows], dtype=bool
+        )
+        keep &= has_view
+        out[keep, c] = y[keep]
+    return out
 
 
 def build_eval_set(cfg: Config, task_map: dict[str, str] | None) -> EvalSet:
@@ -380,11 +461,31 @@ def build_eval_set(cfg: Config, task_map: dict[str, str] | None) -> EvalSet:
     rows = [
         np.array([position[k] for k in task_keys(dataset, spec, task_map)], dtype=int) for spec in cfg.tasks
     ]
-    prompt_set = load_prompt_set(cfg.zero_shot.prompt_set)
-    table = dataset.labels(cfg.zero_shot.labels_from, prompt_set.labels)
-    labels = {c: table[c].to_numpy(dtype=float) for c in prompt_set.labels}
-    texts = {label: prompt_set.texts_for(label) for label in prompt_set.labels}
-    return EvalSet(dataset, rows, labels, texts)
+    tasks = cfg.zero_shot_tasks
+    findings = [task_findings(cfg, spec) for spec in cfg.tasks]
+    zs_findings = findings_of(cfg, "held_out", dict.fromkeys(cfg.held_out))
+    columns: dict[str, list[str]] = {}
+    for name, label in [f for task in findings for f in task] + zs_findings:
+        view = tasks[name].labels_from
+        if view in cfg.views and label not in columns.setdefault(view, []):
+            columns[view].append(label)
+    labels = {}
+    for view, names in columns.items():
+        table = dataset.labels(view, names)
+        labels[view] = {c: table[c].to_numpy(dtype=float) for c in names}
+    zs_views = {tasks[name].view for name in cfg.held_out}
+    zs_rows = np.flatnonzero(
+        [any(dataset.view_row(v, k) is not None for v in zs_views) for k in dataset.keys]
+    ).astype(int)
+    missing = cfg.missing_labels
+    targets: list[np.ndarray | None] = []
+    for j, task_rows in enumerate(rows):
+        if cfg.r_measure == "zero_shot_auroc":
+            targets.append(finding_targets(dataset, labels, task_rows, findings[j], tasks, missing))
+        else:
+            targets.append(None)
+    zs_targets = finding_targets(dataset, labels, zs_rows, zs_findings, tasks, missing)
+    return EvalSet(dataset, rows, labels, findings, targets, zs_rows, zs_findings, zs_targets)
 
 
 def study_retrieval_scores(
@@ -410,58 +511,103 @@ def study_retrieval_scores(
         return np.nanmean(hits, axis=1) if hits.shape[1] else np.full(len(rows), np.nan)
 
 
-def zero_shot_scores(
-    model: MultimodalModel, cfg: Config, evalset: EvalSet, feats: dict[str, torch.Tensor]
-) -> dict[str, np.ndarray]:
-    """Pair-softmax logits per label (CheXzero scoring, as ``make evaluate``) for every study."""
-    tower = cfg.views[cfg.zero_shot.labels_from].tower
-    x = feats[cfg.zero_shot.view].numpy().astype(np.float64)
-    scale = float(model.logit_scale.detach().exp())
-    out = {}
-    with torch.no_grad():
-        for label, (positives, negatives) in evalset.prompt_texts.items():
-            pos = ensemble(model.encode(tower, positives).float().cpu().numpy())
-            neg = ensemble(model.encode(tower, negatives).float().cpu().numpy())
-            out[label] = pair_logits(x, pos, neg, scale)
+def split_rows(split: SplitEmbeddings, rows: np.ndarray) -> SplitEmbeddings:
+    """The studies ``rows`` of an embedded split (in that order)."""
+    return SplitEmbeddings(
+        [split.keys[r] for r in rows],
+        {v: e[rows] for v, e in split.embeddings.items()},
+        {v: p[rows] for v, p in split.present.items()},
+        {view: {c: a[rows] for c, a in columns.items()} for view, columns in split.labels.items()},
+    )
+
+
+def only_labels(prompts: TaskPrompts, labels: list[str]) -> TaskPrompts:
+    return TaskPrompts(
+        {k: prompts.positive[k] for k in labels},
+        {k: prompts.negative[k] for k in labels},
+        {k: prompts.texts[k] for k in labels if k in prompts.texts},
+    )
+
+
+def zero_shot_probabilities(
+    split: SplitEmbeddings,
+    rows: np.ndarray,
+    findings: list[tuple[str, str]],
+    tasks: dict[str, ZeroShotTask],
+    prompts: dict[str, TaskPrompts],
+    logit_scale: float,
+    settings: EvaluateConfig,
+) -> np.ndarray:
+    """``[len(rows), len(findings)]`` zero-shot probabilities of the studies ``rows``, scored by
+    :func:`pipelines.evaluate.evaluate_task` on those studies alone (so the macro AUROC of a column
+    block is ``make evaluate``'s figure for them); NaN where a study lacks the view or the label is
+    excluded."""
+    split = split_rows(split, rows)
+    out = np.full((len(rows), len(findings)), np.nan)
+    for name in dict.fromkeys(n for n, _ in findings):
+        task = tasks[name]
+        labels = [label for n, label in findings if n == name]
+        if task.view not in split.embeddings or not split.present[task.view].any():
+            continue
+        result = evaluate_task(split, None, task, only_labels(prompts[name], labels), logit_scale, settings)
+        scored = np.flatnonzero(split.present[task.view])
+        for label in labels:
+            raw = split.labels.get(task.labels_from, {}).get(label, np.full(len(rows), np.nan))[scored]
+            _, keep, _ = M.binarise_labels(raw, settings.missing_labels)
+            if label in result.curves:
+                out[scored[keep], findings.index((name, label))] = result.curves[label]["y_score"]
     return out
-
-
-def macro_auroc(labels: dict[str, np.ndarray], scores: dict[str, np.ndarray], rows: np.ndarray) -> float:
-    """Unweighted mean AUROC over labels with both classes among ``rows`` (uncertain/missing excluded)."""
-    values = []
-    for label, raw in labels.items():
-        y, keep, _ = M.binarise_labels(raw[rows])
-        if keep.sum() and 0 < y[keep].sum() < keep.sum():
-            values.append(M.auroc(y[keep], scores[label][rows][keep]))
-    return float(np.mean(values)) if values else math.nan
 
 
 @dataclasses.dataclass
 class Evaluation:
-    """One model state: per-task per-study retrieval scores and zero-shot logits on the eval split."""
+    """One model state on the eval split: per task, per-study scores (``[n_j]`` retrieval hits or
+    ``[n_j, L_j]`` zero-shot probabilities of its findings), and the held-out task's ``[n_zs, L]``."""
 
     task_scores: list[np.ndarray]
-    zero_shot: dict[str, np.ndarray]
+    zero_shot: np.ndarray
 
-    def row(self) -> list[float]:
-        return [float(np.nanmean(s)) if np.isfinite(s).any() else math.nan for s in self.task_scores]
+
+def task_row(evalset: EvalSet, evaluation: Evaluation) -> list[float]:
+    """R entries of one model state (NaN studies left out, as in :func:`summarise`)."""
+    row = []
+    for j, scores in enumerate(evaluation.task_scores):
+        targets = evalset.task_targets[j]
+        if targets is None:
+            row.append(CM.task_entry(scores[np.isfinite(scores)]))
+        else:
+            row.append(CM.task_entry(scores, targets))
+    return row
 
 
 def evaluate_state(model: MultimodalModel, cfg: Config, evalset: EvalSet, device: torch.device) -> Evaluation:
     feats, present = embed_dataset(
         model, evalset.dataset, cfg.views, cfg.eval_batch_size, device, cfg.precision
     )
-    pairs = [(p.a, p.b) for p in cfg.objective.pairs]
-    scores = [study_retrieval_scores(feats, present, rows, pairs) for rows in evalset.task_rows]
-    zs = zero_shot_scores(model, cfg, evalset, feats) if cfg.zero_shot.view in feats else {}
-    return Evaluation(scores, zs)
-
-
-def zero_shot_rows(cfg: Config, evalset: EvalSet) -> np.ndarray:
-    present = np.array(
-        [evalset.dataset.view_row(cfg.zero_shot.view, k) is not None for k in evalset.dataset.keys]
+    split = SplitEmbeddings(
+        list(evalset.dataset.keys),
+        {v: f.numpy().astype(np.float64) for v, f in feats.items()},
+        {v: p.numpy().astype(bool) for v, p in present.items()},
+        evalset.labels,
     )
-    return np.flatnonzero(present)
+    tasks = cfg.zero_shot_tasks
+    settings = EvaluateConfig(
+        missing_labels=cfg.missing_labels, bootstrap_resamples=0, prompt_weighting="equal", seed=cfg.seed
+    )
+    names = {n for n, _ in evalset.zs_findings} | {n for f in evalset.task_findings for n, _ in f}
+    with torch.no_grad():
+        prompts = {name: _task_prompts(model, tasks[name]) for name in sorted(names)}
+    scale = float(model.logit_scale.detach().exp())
+
+    def probabilities(rows: np.ndarray, findings: list[tuple[str, str]]) -> np.ndarray:
+        return zero_shot_probabilities(split, rows, findings, tasks, prompts, scale, settings)
+
+    if cfg.r_measure == "retrieval":
+        pairs = [(p.a, p.b) for p in cfg.objective.pairs]
+        scores = [study_retrieval_scores(feats, present, rows, pairs) for rows in evalset.task_rows]
+    else:
+        scores = [probabilities(r, f) for r, f in zip(evalset.task_rows, evalset.task_findings, strict=True)]
+    return Evaluation(scores, probabilities(evalset.zs_rows, evalset.zs_findings))
 
 
 def _ratio(num: float, den: float) -> float:
@@ -471,30 +617,40 @@ def _ratio(num: float, den: float) -> float:
 def summarise(
     cfg: Config, evalset: EvalSet, start: Evaluation, untrained: Evaluation, after: list[Evaluation]
 ) -> dict[str, Any]:
-    """Matrix, ACC/BWT/FWT and zero-shot retention, with bootstrap CIs over the eval studies."""
+    """Matrix, ACC/BWT/FWT and zero-shot retention, with paired bootstrap CIs over the eval studies."""
     t = len(after)
-    keep = [np.isfinite(s) for s in start.task_scores[:t]]
+    by_auroc = cfg.r_measure == "zero_shot_auroc"
+    # Studies that can score: with a known finding (AUROC) or with a retrieval pair (hits).
+    keep = [
+        np.isfinite(evalset.task_targets[j]).any(axis=1) if by_auroc else np.isfinite(start.task_scores[j])
+        for j in range(t)
+    ]
     scores = [[after[i].task_scores[j][keep[j]] for j in range(t)] for i in range(t)]
     baseline = [untrained.task_scores[j][keep[j]] for j in range(t)]
+    targets = [evalset.task_targets[j][keep[j]] for j in range(t)] if by_auroc else None
     out: dict[str, Any] = {
+        "measure": cfg.r_measure,
         "tasks": [s.name for s in cfg.tasks[:t]],
-        "matrix": [e.row()[:t] for e in after],
-        "start_row": start.row()[:t],
-        "untrained_row": untrained.row()[:t],
+        "matrix": [task_row(evalset, e)[:t] for e in after],
+        "start_row": task_row(evalset, start)[:t],
+        "untrained_row": task_row(evalset, untrained)[:t],
         "n_eval_studies": [int(k.sum()) for k in keep],
     }
     usable = all(k.sum() > 0 for k in keep)
-    stats = CM.bootstrap_matrix_metrics(scores, baseline, cfg.bootstrap_resamples, cfg.seed) if usable else {}
+    stats = (
+        CM.bootstrap_matrix_metrics(scores, baseline, cfg.bootstrap_resamples, cfg.seed, targets=targets)
+        if usable
+        else {}
+    )
     for name, (point, low, high) in stats.items():
         out[name], out[f"{name}_ci"] = point, [low, high]
-    zs_rows = zero_shot_rows(cfg, evalset)
-    if start.zero_shot and after[-1].zero_shot and zs_rows.size:
+    n = evalset.zs_rows.size
+    if n and np.isfinite(start.zero_shot).any() and np.isfinite(after[-1].zero_shot).any():
         final = after[-1].zero_shot
 
-        def auroc_at(scores: dict[str, np.ndarray], idx: np.ndarray) -> float:
-            return macro_auroc(evalset.labels, scores, zs_rows[idx])
+        def auroc_at(scores: np.ndarray, idx: np.ndarray) -> float:
+            return CM.macro_auroc(evalset.zs_targets[idx], scores[idx])
 
-        n = zs_rows.size
         out["zs_auroc_start"] = auroc_at(start.zero_shot, np.arange(n))
         out["zs_auroc_per_task"] = [auroc_at(e.zero_shot, np.arange(n)) for e in after]
         point, low, high = CM.paired_bootstrap(
@@ -789,7 +945,7 @@ def run_method(
                 buffer.add(stream[i] for i in order)
             evaluation = evaluate_state(model, cfg, evalset, device)
             after.append(evaluation)
-            row = evaluation.row()
+            row = task_row(evalset, evaluation)
             metrics = dict(stats) | {f"R.{cfg.tasks[j].name}": v for j, v in enumerate(row)}
             if buffer is not None:
                 metrics["buffer.size"] = float(len(buffer))
@@ -825,7 +981,7 @@ class _nullcontext:
 
 
 def matrix_table(summary: dict[str, Any]) -> pd.DataFrame:
-    """Rows: start, after each task, untrained; columns: tasks. Entries: top-1 retrieval accuracy."""
+    """Rows: start, after each task, untrained; columns: tasks. Entries: ``summary["measure"]``."""
     tasks = summary["tasks"]
     rows = [("start", summary["start_row"])]
     rows += [
@@ -834,6 +990,9 @@ def matrix_table(summary: dict[str, Any]) -> pd.DataFrame:
     ]
     rows.append(("untrained (chance floor)", summary["untrained_row"]))
     return pd.DataFrame([r for _, r in rows], index=[n for n, _ in rows], columns=tasks)
+
+
+MEASURE_TITLES = {"zero_shot_auroc": "zero-shot macro AUROC", "retrieval": "R@1"}
 
 
 def plot_matrix(summary: dict[str, Any], path: Path) -> Path:
@@ -857,7 +1016,8 @@ def plot_matrix(summary: dict[str, Any], path: Path) -> Path:
             color="w",
             fontsize=8,
         )
-    ax.set_title(f"{summary['method']}: R@1 on each task's test split", fontsize=9)
+    measure = MEASURE_TITLES.get(summary.get("measure", ""), summary.get("measure", ""))
+    ax.set_title(f"{summary['method']}: {measure} on each task's test split", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -921,6 +1081,8 @@ def continual(cfg: Config, tracker: Any | None = None) -> list[MethodResult]:
     methods = cfg.compare_methods or [cfg.methods]
     for method in methods:
         method_parts(method)
+    for spec in cfg.tasks:
+        task_findings(cfg, spec)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -960,7 +1122,7 @@ def continual(cfg: Config, tracker: Any | None = None) -> list[MethodResult]:
         "cwcl_references": build_reference_cache(start_model, cfg, train_set),
     }
     del untrained
-    print(f"start ({origin}): R " + ", ".join(f"{v:.3f}" for v in shared["start_eval"].row()))
+    print(f"start ({origin}): R " + ", ".join(f"{v:.3f}" for v in task_row(evalset, shared["start_eval"])))
     return [run_method(cfg, method, start_model, shared, device, tracker) for method in methods]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -15,17 +16,24 @@ from pipelines.continual import (
     Config,
     TaskSpec,
     continual,
+    load_start_model,
     method_parts,
     read_task_map,
+    split_rows,
     task_keys,
+    zero_shot_probabilities,
 )
 from pipelines.continual_methods.distill import reference_distillation_loss
+from pipelines.continual_methods.metrics import macro_auroc
 from pipelines.continual_methods.replay import BUFFER_COLUMNS
 from pipelines.continual_methods.weights import l2_to_initial, wise_ft
 from pipelines.data import ids
 from pipelines.data.dataset import StudyDataset, more_views
 from pipelines.errors import StageError
-from pipelines.train import trainable_state
+from pipelines.evaluate import Config as EvaluateConfig
+from pipelines.evaluate import SplitEmbeddings, TaskConfig, TaskPrompts, _task_prompts, evaluate_task
+from pipelines.evaluation.metrics import binarise_labels
+from pipelines.train import embed_dataset, trainable_state
 from tests.pipelines.processed_fixture import write_processed_dataset
 from tests.pipelines.train_helpers import tiny_more_config
 
@@ -48,8 +56,12 @@ def _config(data_root: Path, tmp_path: Path, **overrides) -> Config:
         data_root=str(data_root),
         model=tiny.model,
         start_from="scratch",
-        tasks=[TaskSpec("even", {"task": "1"}), TaskSpec("odd", {"task": "2"})],
+        tasks=[
+            TaskSpec("even", {"task": "1"}, {"xray_findings": ["cardiomegaly"]}),
+            TaskSpec("odd", {"task": "2"}, {"xray_findings": ["cardiomegaly"]}),
+        ],
         task_map=str(data_root / "tasks.csv"),
+        eval_split=["val", "test"],
         epochs=1,
         max_steps=2,
         batch_size=8,
@@ -144,7 +156,108 @@ def test_demo_config_file_loads() -> None:
     assert cfg.compare_methods == ["finetune", "replay+distill"] and len(cfg.tasks) == 3
 
 
+def _unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    x = rng.normal(size=shape)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_zero_shot_r_entry_is_make_evaluates_macro_auroc_on_the_tasks_studies() -> None:
+    rng = np.random.default_rng(0)
+    n = 24
+    labels = {
+        "cardiomegaly": rng.choice([1.0, 0.0, np.nan, -1.0], size=n, p=[0.4, 0.4, 0.1, 0.1]),
+        "pneumothorax": rng.choice([1.0, 0.0, np.nan], size=n, p=[0.3, 0.6, 0.1]),
+    }
+    present = np.ones(n, dtype=bool)
+    present[[2, 9]] = False
+    split = SplitEmbeddings(
+        [f"st{i}" for i in range(n)],
+        {"xray": _unit(rng, (n, 8))},
+        {"xray": present},
+        {"radiology_report": labels},
+    )
+    task = TaskConfig(view="xray", prompt_set="cxr_findings", labels_from="radiology_report")
+    prompts = TaskPrompts(
+        {k: _unit(rng, (3, 8)) for k in labels}, {k: _unit(rng, (2, 8)) for k in labels}, {}
+    )
+    rows = np.array([0, 2, 3, 5, 7, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23])
+    findings = [("xray_findings", "cardiomegaly"), ("xray_findings", "pneumothorax")]
+    probs = zero_shot_probabilities(
+        split, rows, findings, {"xray_findings": task}, {"xray_findings": prompts}, 20.0, EvaluateConfig()
+    )
+    targets = np.full(probs.shape, np.nan)
+    for c, (_, label) in enumerate(findings):
+        y, keep, _ = binarise_labels(labels[label][rows])
+        keep &= present[rows]
+        targets[keep, c] = y[keep]
+    reference = evaluate_task(
+        split_rows(split, rows), None, task, prompts, 20.0, EvaluateConfig(bootstrap_resamples=20)
+    )
+    assert np.isfinite(probs).sum() == np.isfinite(targets).sum()
+    assert macro_auroc(targets, probs) == pytest.approx(reference.result.macro["auroc"], abs=1e-12)
+    for c, (_, label) in enumerate(findings):
+        per_class = reference.result.per_class[label].metrics["auroc"]
+        assert macro_auroc(targets[:, c], probs[:, c]) == pytest.approx(per_class, abs=1e-12)
+
+
 # --------------------------------------------------------------------------- the stage
+
+
+def test_r_matrix_start_row_equals_make_evaluates_figure_per_task(data_root: Path, tmp_path: Path) -> None:
+    cfg = _config(data_root, tmp_path, methods="finetune", max_steps=1)
+    (result,) = continual(cfg)
+    summary = result.summary
+    assert summary["measure"] == "zero_shot_auroc"
+    # The same start model embedded and scored independently, through make evaluate's functions.
+    model, _ = load_start_model(_config(data_root, tmp_path))
+    dataset = StudyDataset(data_root, cfg.eval_split, cfg.views)
+    feats, present = embed_dataset(model, dataset, cfg.views, 16, torch.device("cpu"))
+    table = dataset.labels("radiology_report", ["cardiomegaly"])
+    split = SplitEmbeddings(
+        list(dataset.keys),
+        {v: f.numpy().astype(np.float64) for v, f in feats.items()},
+        {v: m.numpy() for v, m in present.items()},
+        {"radiology_report": {"cardiomegaly": table["cardiomegaly"].to_numpy(dtype=float)}},
+    )
+    task = cfg.zero_shot_tasks["xray_findings"]
+    prompts = _task_prompts(model, task)
+    prompts = TaskPrompts(
+        {"cardiomegaly": prompts.positive["cardiomegaly"]}, {"cardiomegaly": prompts.negative["cardiomegaly"]}
+    )
+    task_map = read_task_map(cfg.task_map)
+    position = {k: i for i, k in enumerate(dataset.keys)}
+    for j, spec in enumerate(cfg.tasks):
+        rows = np.array([position[k] for k in task_keys(dataset, spec, task_map)])
+        figure = evaluate_task(
+            split_rows(split, rows),
+            None,
+            task,
+            prompts,
+            float(model.logit_scale.detach().exp()),
+            EvaluateConfig(),
+        ).result.macro["auroc"]
+        assert np.isfinite(figure)
+        assert summary["start_row"][j] == pytest.approx(figure, abs=1e-9)
+    assert 0.0 <= summary["zs_auroc_start"] <= 1.0
+    assert (
+        summary["zs_retention_delta_ci"][0]
+        <= summary["zs_retention_delta"]
+        <= summary["zs_retention_delta_ci"][1]
+    )
+
+
+def test_retrieval_remains_available_as_the_r_measure(data_root: Path, tmp_path: Path) -> None:
+    (result,) = continual(
+        _config(data_root, tmp_path, methods="finetune", max_steps=1, r_measure="retrieval")
+    )
+    assert result.summary["measure"] == "retrieval"
+    assert all(0.0 <= v <= 1.0 for v in result.summary["start_row"])
+
+
+def test_zero_shot_measure_needs_findings_per_task(data_root: Path, tmp_path: Path) -> None:
+    cfg = _config(data_root, tmp_path, tasks=[TaskSpec("even", {"task": "1"})])
+    with pytest.raises(StageError, match="findings"):
+        continual(cfg)
 
 
 def test_every_method_runs_the_sequence_and_writes_matrix_buffer_and_summary(

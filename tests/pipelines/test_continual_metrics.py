@@ -12,9 +12,12 @@ from pipelines.continual_methods.metrics import (
     backward_transfer,
     bootstrap_matrix_metrics,
     forward_transfer,
+    macro_auroc,
     paired_bootstrap,
+    task_entry,
     top1_hits,
 )
+from pipelines.evaluation.metrics import auroc
 
 # R[i, j]: performance on task j after training on tasks 0..i.
 R = np.array(
@@ -79,3 +82,33 @@ def test_paired_bootstrap_of_a_difference_is_zero_for_identical_models() -> None
     assert paired_bootstrap(lambda idx: x[idx].mean() - x[idx].mean(), 30, 100) == (0.0, 0.0, 0.0)
     point, low, high = paired_bootstrap(lambda idx: x[idx].mean(), 30, 200)
     assert low < point < high
+
+
+def test_macro_auroc_averages_findings_with_both_classes_and_ignores_unknown_targets() -> None:
+    targets = np.array([[1, 1, 1], [1, 0, 1], [0, np.nan, 1], [0, 0, 1], [np.nan, 1, 1]], dtype=float)
+    scores = np.array([[0.9, 0.2, 0.5], [0.8, 0.9, 0.1], [0.1, 0.5, 0.3], [0.3, 0.1, 0.2], [0.0, 0.7, 0.9]])
+    # Column 0: perfect on its 4 known rows; column 1: AUROC of [.2,.9,.1,.7] vs [1,0,0,1]; column 2 has
+    # a single class and is left out (as make evaluate leaves it out of the macro average).
+    expected = (1.0 + auroc(np.array([1, 0, 0, 1]) == 1, np.array([0.2, 0.9, 0.1, 0.7]))) / 2
+    assert macro_auroc(targets, scores) == pytest.approx(expected)
+    assert math.isnan(macro_auroc(targets[:, 2:], scores[:, 2:]))
+    assert task_entry(np.array([1.0, 0.0, 1.0])) == pytest.approx(2 / 3)
+    assert task_entry(scores, targets) == macro_auroc(targets, scores)
+
+
+def test_bootstrap_with_targets_uses_auroc_entries_paired_across_rows() -> None:
+    rng = np.random.default_rng(3)
+    targets = [rng.integers(0, 2, size=(30, 2)).astype(float) for _ in range(2)]
+    noise = [[rng.normal(size=(30, 2)) for _ in range(2)] for _ in range(2)]
+    # Row i knows task j well when j <= i (signal + noise), not at all otherwise.
+    scores = [[targets[j] * (2.0 if j <= i else 0.0) + noise[i][j] for j in range(2)] for i in range(2)]
+    baseline = [rng.normal(size=(30, 2)) for _ in range(2)]
+    stats = bootstrap_matrix_metrics(scores, baseline, n_resamples=200, seed=0, targets=targets)
+    matrix = np.array([[macro_auroc(targets[j], scores[i][j]) for j in range(2)] for i in range(2)])
+    assert stats["bwt"][0] == pytest.approx(backward_transfer(matrix))
+    assert stats["acc"][0] == pytest.approx(average_accuracy(matrix))
+    base = [macro_auroc(targets[j], baseline[j]) for j in range(2)]
+    assert stats["fwt"][0] == pytest.approx(forward_transfer(matrix, base))
+    # Same model state in every row: no forgetting, and pairing makes the interval exactly zero.
+    same = [[scores[1][j] for j in range(2)] for _ in range(2)]
+    assert bootstrap_matrix_metrics(same, None, n_resamples=50, targets=targets)["bwt"] == (0.0, 0.0, 0.0)
