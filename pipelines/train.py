@@ -266,7 +266,9 @@ def augment_batch(
                 out[view], out[f"{view}_lead_mask"], ecg_fs_hz, cfg, generator
             )
         elif spec.modality == "speech":
-            out[view] = augment_speech(out[view], out[f"{view}_length"], SPEECH_FS_HZ, cfg, generator)
+            out[view], out[f"{view}_length"] = augment_speech(
+                out[view], out[f"{view}_length"], SPEECH_FS_HZ, cfg, generator
+            )
     return out
 
 

@@ -11,7 +11,15 @@ import pytest
 from pipelines.config import load_config
 from pipelines.data.adapters.fsdd import list_fsdd
 from pipelines.errors import StageError
-from pipelines.evidence import Config, accuracy_ci, digits_split, run, train_and_score, zero_shot_predict
+from pipelines.evaluation.metrics import accuracy_ci
+from pipelines.evidence import (
+    Config,
+    digits_split,
+    pooled_accuracy,
+    run,
+    train_and_score,
+    zero_shot_predict,
+)
 
 EVIDENCE_YAML = Path(__file__).resolve().parents[2] / "configs" / "evidence.yaml"
 
@@ -32,6 +40,23 @@ def test_zero_shot_predict_picks_the_most_similar_prompt():
     assert zero_shot_predict(speech, prompts).tolist() == [1, 2]
 
 
+def test_pooled_accuracy_counts_every_fold_utterance_once():
+    folds = [
+        {"objective": "cwcl", "accuracy": 1.0, "correct": [True] * 10, "val_accuracy": 1.0, "chance": 0.1},
+        {
+            "objective": "cwcl",
+            "accuracy": 0.5,
+            "correct": [True, False] * 5,
+            "val_accuracy": 0.9,
+            "chance": 0.1,
+        },
+    ]
+    pooled = pooled_accuracy(folds, 200, seed=0)
+    assert pooled["n_test"] == 20 and pooled["accuracy"] == 0.75 and pooled["folds"] == 2
+    assert pooled["fold_min"] == 0.5 and pooled["fold_max"] == 1.0
+    assert pooled["ci95"][0] <= 0.75 <= pooled["ci95"][1]
+
+
 def test_digits_split_keeps_unseen_digits_out_of_training(shared_data):
     items = digits_split(list_fsdd(shared_data / "fsdd", "official"), set(range(7)))
     train_digits = {it.extra["digit"] for it in items if it.extra["split"] in {"train", "val"}}
@@ -46,6 +71,9 @@ def test_evidence_yaml_trains_fsdd_with_the_whisper_speech_tower():
     assert tower.num_layers == 3 and tower.lora.mode == "full"
     # The tower's fixed input window holds the whole speech crop.
     assert tower.max_source_positions * 0.02 >= cfg.max_speech_s
+    # Every speaker is the unseen one once, and the from-scratch tower hears speed-perturbed speech.
+    assert sorted(cfg.fsdd_test_speakers) == ["george", "jackson", "lucas", "nicolas"]
+    assert len(cfg.augment.speech_speed_factors) > 1
 
 
 def test_a_whisper_window_shorter_than_the_speech_crop_is_refused(tmp_path):
