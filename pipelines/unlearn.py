@@ -8,6 +8,9 @@
    are left to the data owner.
 3. Unlearns the model (``method``): ``laf`` (label-free, LAF-style), ``finetune`` (retained data only),
    ``gradient_ascent`` (NegGrad+), or ``retrain`` (from scratch on retained data, the gold standard).
+   The approximate methods stop early at the first passing check of step 4's membership-inference and
+   alignment part (every ``settings.check_every`` steps from ``settings.min_steps``, at most
+   ``settings.steps``); steps taken, the stop reason and each check's figures are logged.
 4. Verifies: membership-inference attack (forget set vs held-out), forget-set alignment vs unseen data,
    retained retrieval within tolerance of the original; with ``retrain=run`` against the retrained model.
 5. Registers the new version with tags unlearned_from, forget_list_sha256 (never IDs), unlearning_method,
@@ -34,13 +37,23 @@ from pipelines.evaluate import SplitEmbeddings
 from pipelines.train import TrainConfig, embed_dataset, resolve_device, train
 from pipelines.unlearning import audit, purge, resolve
 from pipelines.unlearning.methods import (
+    ItemList,
     Method,
     MethodConfig,
+    StudySubset,
     materialise,
     time_training_steps,
     unlearn_model,
 )
-from pipelines.unlearning.verify import ModelEmbeddings, Verification, VerifyConfig, verify_unlearning
+from pipelines.unlearning.verify import (
+    ModelEmbeddings,
+    Verification,
+    VerifyConfig,
+    attack_member_rows,
+    attack_on,
+    check_forgetting,
+    verify_unlearning,
+)
 
 RAW_DATA_NOTE = (
     "Raw files (data/raw, PACS/ECG exports) were not touched: deleting them is the data owner's job."
@@ -104,15 +117,6 @@ def load_train_config(cfg: Config) -> TrainConfig:
     return load_config(cls, path, cfg.train_overrides)
 
 
-class ItemList(list):
-    """Materialised ``StudyDataset`` items that ``embed_dataset`` can iterate (it needs ``views``)."""
-
-    def __init__(self, items: list[dict[str, Any]], views: dict[str, Any]) -> None:
-        super().__init__(items)
-        self.views = views
-        self.keys = [it["key"] for it in items]
-
-
 def split_embeddings(
     model: MultimodalModel, dataset: Any, cfg: TrainConfig, device: torch.device
 ) -> SplitEmbeddings:
@@ -136,6 +140,42 @@ def objective_pairs(cfg: TrainConfig) -> list[tuple[str, str]]:
     return [(p.a, p.b) for p in cfg.objective.pairs]
 
 
+class ForgettingCheck:
+    """The early-stopping criterion: the cheap part of the verification (membership inference and
+    forget-set alignment, :func:`check_forgetting`) on the model being unlearned. Only the members the
+    attack uses are embedded (``verify.max_members``, the same seeded rows), so the check computes
+    exactly what the final verification's two forgetting checks compute on the same model."""
+
+    def __init__(
+        self,
+        groups: dict[str, Any],
+        train_cfg: TrainConfig,
+        device: torch.device,
+        verify_cfg: VerifyConfig,
+        reference_auc: float,
+    ) -> None:
+        members = groups["members"]
+        self.groups = groups | {"members": StudySubset(members, attack_member_rows(len(members), verify_cfg))}
+        self.train_cfg, self.device = train_cfg, device
+        self.verify_cfg, self.reference_auc = verify_cfg, reference_auc
+
+    def __call__(self, model: MultimodalModel, step: int) -> tuple[bool, dict[str, float]]:
+        embeddings = model_embeddings(model, self.groups, self.train_cfg, self.device)
+        result = check_forgetting(
+            embeddings, objective_pairs(self.train_cfg), self.verify_cfg, self.reference_auc
+        )
+        m = result.metrics
+        figures = {
+            "mia_auc_forget_vs_heldout": m["mia.unlearned.auc_forget_vs_heldout"],
+            "mia_auc_forget_vs_heldout_ci_low": m["mia.unlearned.auc_forget_vs_heldout_ci_low"],
+            "mia_auc_forget_vs_heldout_ci_high": m["mia.unlearned.auc_forget_vs_heldout_ci_high"],
+            "mia_attack_auc_members_vs_heldout": m["mia.unlearned.attack_auc_members_vs_heldout"],
+            "alignment_forget_minus_heldout": m["alignment.unlearned.forget_minus_heldout"],
+        }
+        figures.update({f"{k}_passed": float(v) for k, v in result.checks.items()})
+        return result.passed, figures
+
+
 @dataclasses.dataclass
 class UnlearnResult:
     """Everything the stage learned, with counts and hashes only (no IDs in clear)."""
@@ -146,6 +186,8 @@ class UnlearnResult:
     verification: Verification | None
     metrics: dict[str, float]
     method: str
+    stop_reason: str = ""
+    checks: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
 def purge_data(cfg: Config, root: Path, resolution: resolve.Resolution) -> dict[str, int]:
@@ -221,44 +263,70 @@ def unlearn(
         "forget": ItemList(items, train_cfg.views),
         "pool": split(cfg.pool_split),
     }
-    tick = time.perf_counter()
-    retrained = None
+    pairs = objective_pairs(train_cfg)
+    retrained, retrained_embeddings, retrain_seconds = None, None, math.nan
+    if cfg.method == "retrain" or cfg.retrain == "run":
+        tick = time.perf_counter()
+        retrained = _retrain(cfg, train_cfg, tracker if cfg.method == "retrain" else None)
+        retrain_seconds = time.perf_counter() - tick
+        retrained_embeddings = model_embeddings(retrained, groups, train_cfg, device)
+    stop_reason, checks = "", []
     if cfg.method == "retrain":
-        model = _retrain(cfg, train_cfg, tracker)
-        unlearn_seconds = time.perf_counter() - tick
-        retrain_seconds = unlearn_seconds
-        retrained = model
+        model, unlearn_seconds = retrained, retrain_seconds
     else:
+        reference_auc = (
+            attack_on(retrained_embeddings, pairs, cfg.verify).forget_auc
+            if retrained_embeddings is not None
+            else 0.5
+        )
+        check = ForgettingCheck(groups, train_cfg, device, cfg.verify, reference_auc)
         outcome = unlearn_model(
-            original, items, retain_set, train_cfg, cfg.method, cfg.settings, device, cfg.seed, tracker
+            original,
+            items,
+            retain_set,
+            train_cfg,
+            cfg.method,
+            cfg.settings,
+            device,
+            cfg.seed,
+            tracker,
+            check=check,
+            unseen_set=groups["pool"],
         )
         model, unlearn_seconds = outcome.model, outcome.seconds
-        retrain_seconds = math.nan
-        if cfg.retrain == "run":
-            tick = time.perf_counter()
-            retrained = _retrain(cfg, train_cfg, None)
-            retrain_seconds = time.perf_counter() - tick
-        elif cfg.retrain == "estimate":
+        stop_reason, checks = outcome.stop_reason, outcome.checks
+        metrics.update(
+            {
+                "unlearn.steps": float(outcome.steps),
+                "unlearn.max_steps": float(cfg.settings.steps),
+                "unlearn.checks": float(len(checks)),
+                "unlearn.stopped_early": float(outcome.stop_reason == "verified"),
+                "time.unlearn_step_s": outcome.step_seconds,
+                "time.checks_s": outcome.check_seconds,
+            }
+        )
+        if cfg.retrain == "estimate":
+            # Retraining = the training run's steps at the training loop's own time per step.
             per_step = time_training_steps(original, retain_set, train_cfg, device, seed=cfg.seed)
             steps = train_cfg.max_steps or train_cfg.epochs * max(1, len(retain_set) // train_cfg.batch_size)
             retrain_seconds = per_step * steps
             metrics["time.retrain_estimated_steps"] = float(steps)
+            metrics["time.train_step_s"] = per_step
     metrics["time.unlearn_s"] = unlearn_seconds
     metrics["time.retrain_s"] = retrain_seconds
     metrics["time.unlearn_over_retrain"] = (
         unlearn_seconds / retrain_seconds if retrain_seconds and not math.isnan(retrain_seconds) else math.nan
     )
-    pairs = objective_pairs(train_cfg)
     verification = verify_unlearning(
         model_embeddings(original, groups, train_cfg, device),
         model_embeddings(model, groups, train_cfg, device),
         pairs,
         cfg.verify,
-        model_embeddings(retrained, groups, train_cfg, device) if retrained is not None else None,
+        retrained_embeddings,
     )
     metrics.update(verification.metrics)
     metrics.update({f"check.{k}": float(v) for k, v in verification.checks.items()})
-    return UnlearnResult(resolution, purged, model, verification, metrics, cfg.method)
+    return UnlearnResult(resolution, purged, model, verification, metrics, cfg.method, stop_reason, checks)
 
 
 def _retrain(cfg: Config, train_cfg: TrainConfig, tracker: Any | None) -> MultimodalModel:
@@ -286,7 +354,7 @@ def version_tags(
         "unlearning_method": result.method,
         "unlearning_verification": outcome,
         "promotion_candidate": "true" if outcome == "passed" else "false",
-    }
+    } | ({"unlearning_stop_reason": result.stop_reason} if result.stop_reason else {})
 
 
 def register_unlearned(
@@ -330,6 +398,8 @@ def audit_record(
         "verification": ver.outcome if ver is not None else "not-run",
         "checks": {k: bool(v) for k, v in (ver.checks if ver else {}).items()},
         "unlearn_over_retrain": None if math.isnan(ratio) else round(float(ratio), 6),
+        "steps": int(result.metrics["unlearn.steps"]) if "unlearn.steps" in result.metrics else None,
+        "stop_reason": result.stop_reason or None,
         "raw_files": "untouched",
     }
 
@@ -366,6 +436,12 @@ def run(cfg: Config) -> int:
                     "metrics": result.verification.metrics,
                     "checks": result.verification.checks,
                     "outcome": result.verification.outcome,
+                    "early_stop": {
+                        "steps": result.metrics.get("unlearn.steps"),
+                        "max_steps": result.metrics.get("unlearn.max_steps"),
+                        "stop_reason": result.stop_reason,
+                        "checks": result.checks,
+                    },
                     "raw_files": RAW_DATA_NOTE,
                 },
                 "unlearning/verification.json",
@@ -395,6 +471,18 @@ def _print_summary(result: UnlearnResult) -> None:
     if result.verification is None:
         return
     print(f"method {result.method}: verification {result.verification.outcome} {result.verification.checks}")
+    if "unlearn.steps" in m:
+        print(
+            f"  steps {int(m['unlearn.steps'])}/{int(m['unlearn.max_steps'])} ({result.stop_reason}); "
+            f"checks at steps {[int(c['step']) for c in result.checks]}"
+        )
+    for c in result.checks:
+        print(
+            f"    check @{int(c['step'])}: MIA AUC forget vs held-out {c['mia_auc_forget_vs_heldout']:.3f} "
+            f"(95% CI {c['mia_auc_forget_vs_heldout_ci_low']:.3f}-{c['mia_auc_forget_vs_heldout_ci_high']:.3f}), "
+            f"alignment forget-held-out {c['alignment_forget_minus_heldout']:+.3f}, "
+            f"{'passed' if c['passed'] else 'not yet'} ({c['seconds']:.1f} s)"
+        )
     for key in (
         "mia.original.auc_forget_vs_heldout",
         "mia.unlearned.auc_forget_vs_heldout",
@@ -402,7 +490,12 @@ def _print_summary(result: UnlearnResult) -> None:
         "alignment.unlearned.forget_minus_heldout",
         "retained.test.mean_r@1.original",
         "retained.test.mean_r@1.unlearned",
+        "retained.retained_train.mean_r@1.original",
+        "retained.retained_train.mean_r@1.unlearned",
         "time.unlearn_s",
+        "time.checks_s",
+        "time.unlearn_step_s",
+        "time.train_step_s",
         "time.retrain_s",
         "time.unlearn_over_retrain",
     ):

@@ -134,13 +134,19 @@ class AttackResult:
     heldout_membership: float
 
 
+def attack_member_rows(n_members: int, cfg: VerifyConfig) -> np.ndarray:
+    """The members the attack uses (a seeded subsample of ``max_members``): a caller that embeds only
+    these rows gets the same attack."""
+    if n_members <= cfg.max_members:
+        return np.arange(n_members)
+    return np.random.default_rng(cfg.seed).choice(n_members, cfg.max_members, replace=False)
+
+
 def membership_attack(
     members: np.ndarray, heldout: np.ndarray, forget: np.ndarray, cfg: VerifyConfig
 ) -> AttackResult:
     """Fit members-vs-held-out on per-study features; score the forget set (see module docstring)."""
-    rng = np.random.default_rng(cfg.seed)
-    if len(members) > cfg.max_members:
-        members = members[rng.choice(len(members), cfg.max_members, replace=False)]
+    members = members[attack_member_rows(len(members), cfg)]
     x = np.concatenate([members, heldout])
     y = np.concatenate([np.ones(len(members), int), np.zeros(len(heldout), int)])
     folds = max(2, min(cfg.folds, len(heldout), len(members)))
@@ -214,6 +220,60 @@ def attack_on(model: ModelEmbeddings, pairs: Sequence[tuple[str, str]], cfg: Ver
     return membership_attack(feats["members"], feats["heldout"], feats["forget"], cfg)
 
 
+def attack_metrics(name: str, result: AttackResult) -> dict[str, float]:
+    return {
+        f"mia.{name}.attack_auc_members_vs_heldout": result.power_auc,
+        f"mia.{name}.auc_forget_vs_heldout": result.forget_auc,
+        f"mia.{name}.auc_forget_vs_heldout_ci_low": result.forget_auc_ci[0],
+        f"mia.{name}.auc_forget_vs_heldout_ci_high": result.forget_auc_ci[1],
+        f"mia.{name}.forget_predicted_member_rate": result.forget_membership,
+        f"mia.{name}.heldout_predicted_member_rate": result.heldout_membership,
+    }
+
+
+def alignment_metrics(
+    name: str, model: ModelEmbeddings, pairs: Sequence[tuple[str, str]], cfg: VerifyConfig
+) -> dict[str, float]:
+    diff, low, high = bootstrap_mean_diff(
+        mean_pair_cosine(model.forget, pairs),
+        mean_pair_cosine(model.heldout, pairs),
+        cfg.bootstrap_resamples,
+        cfg.seed,
+    )
+    return {
+        f"alignment.{name}.forget_minus_heldout": diff,
+        f"alignment.{name}.forget_minus_heldout_ci_low": low,
+        f"alignment.{name}.forget_minus_heldout_ci_high": high,
+    }
+
+
+def forgetting_checks(
+    metrics: dict[str, float], name: str, reference_auc: float, cfg: VerifyConfig
+) -> dict[str, bool]:
+    """The forget set looks unseen: attack AUC within tolerance of the reference, alignment no better."""
+    diff = metrics[f"alignment.{name}.forget_minus_heldout"]
+    return {
+        "membership_inference": abs(metrics[f"mia.{name}.auc_forget_vs_heldout"] - reference_auc)
+        <= cfg.mia_tolerance,
+        "forget_alignment": not math.isnan(diff) and diff <= cfg.alignment_tolerance,
+    }
+
+
+def check_forgetting(
+    model: ModelEmbeddings,
+    pairs: Sequence[tuple[str, str]],
+    cfg: VerifyConfig,
+    reference_auc: float = 0.5,
+) -> Verification:
+    """The cheap part of the verification on one model (attack + alignment, no original needed): the
+    early-stopping criterion of the unlearning loop. Same functions, seeds and tolerances as
+    :func:`verify_unlearning`, so a model that passes here passes those two checks there."""
+    m = attack_metrics("unlearned", attack_on(model, pairs, cfg)) | alignment_metrics(
+        "unlearned", model, pairs, cfg
+    )
+    return Verification(m, forgetting_checks(m, "unlearned", reference_auc, cfg))
+
+
 def verify_unlearning(
     original: ModelEmbeddings,
     unlearned: ModelEmbeddings,
@@ -223,33 +283,16 @@ def verify_unlearning(
 ) -> Verification:
     """Metrics and pass/fail checks (see module docstring). ``retrained`` is the gold standard when run."""
     m: dict[str, float] = {}
-    checks: dict[str, bool] = {}
     attacks = {"original": attack_on(original, pairs, cfg), "unlearned": attack_on(unlearned, pairs, cfg)}
     if retrained is not None:
         attacks["retrained"] = attack_on(retrained, pairs, cfg)
     for name, result in attacks.items():
-        m[f"mia.{name}.attack_auc_members_vs_heldout"] = result.power_auc
-        m[f"mia.{name}.auc_forget_vs_heldout"] = result.forget_auc
-        m[f"mia.{name}.auc_forget_vs_heldout_ci_low"] = result.forget_auc_ci[0]
-        m[f"mia.{name}.auc_forget_vs_heldout_ci_high"] = result.forget_auc_ci[1]
-        m[f"mia.{name}.forget_predicted_member_rate"] = result.forget_membership
-        m[f"mia.{name}.heldout_predicted_member_rate"] = result.heldout_membership
+        m.update(attack_metrics(name, result))
     reference = attacks["retrained"].forget_auc if retrained is not None else 0.5
     m["mia.reference_auc"] = reference
-    checks["membership_inference"] = abs(attacks["unlearned"].forget_auc - reference) <= cfg.mia_tolerance
-
     for name, model in (("original", original), ("unlearned", unlearned)):
-        diff, low, high = bootstrap_mean_diff(
-            mean_pair_cosine(model.forget, pairs),
-            mean_pair_cosine(model.heldout, pairs),
-            cfg.bootstrap_resamples,
-            cfg.seed,
-        )
-        m[f"alignment.{name}.forget_minus_heldout"] = diff
-        m[f"alignment.{name}.forget_minus_heldout_ci_low"] = low
-        m[f"alignment.{name}.forget_minus_heldout_ci_high"] = high
-    diff = m["alignment.unlearned.forget_minus_heldout"]
-    checks["forget_alignment"] = not math.isnan(diff) and diff <= cfg.alignment_tolerance
+        m.update(alignment_metrics(name, model, pairs, cfg))
+    checks = forgetting_checks(m, "unlearned", reference, cfg)
 
     for group in ("members", "heldout"):
         before = mean_r_at_1(getattr(original, group), pairs)

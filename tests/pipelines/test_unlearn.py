@@ -64,6 +64,7 @@ def test_unlearning_purges_data_verifies_and_leaves_no_identifier(tmp_path: Path
         "retained_test_retrieval",
     }
     assert 0 < result.metrics["time.unlearn_over_retrain"] < float("inf")
+    assert result.metrics["unlearn.steps"] == 3 and result.stop_reason == "max_steps"  # min_steps 5 > 3
     assert [p for p in result.model.parameters()][0].data_ptr() != [p for p in original.parameters()][
         0
     ].data_ptr()
@@ -74,6 +75,7 @@ def test_unlearning_purges_data_verifies_and_leaves_no_identifier(tmp_path: Path
         forbidden=set(forget),
     )
     assert record["forget_list_sha256"] == result.resolution.list_sha256
+    assert record["steps"] == 3 and record["stop_reason"] == "max_steps"
     assert audit.verify_chain(audit_path(cfg, train_cfg)) == 1
     for path in root.rglob("*"):
         if path.is_file() and path.suffix in {".csv", ".jsonl", ".json"}:
@@ -120,3 +122,22 @@ def test_the_shipped_config_loads_and_the_forget_list_is_required(tmp_path: Path
 
     with pytest.raises(StageError, match="FORGET"):
         unlearn(dataclasses.replace(cfg, forget_list=""), tiny_more_config(tmp_path, tmp_path), None)
+
+
+def test_the_stage_stops_at_the_first_passing_check_and_records_it(tmp_path: Path) -> None:
+    cfg, train_cfg = _stage(tmp_path, "laf", [mrn(0), mrn(1), mrn(2)])
+    lenient = VerifyConfig(mia_tolerance=1.0, alignment_tolerance=2.0, bootstrap_resamples=50, folds=3)
+    cfg = dataclasses.replace(
+        cfg,
+        settings=MethodConfig(steps=10, check_every=2, min_steps=2, batch_size=8, lr=1e-3),
+        verify=lenient,
+        retrain="none",
+    )
+    torch.manual_seed(0)
+    result = unlearn(cfg, train_cfg, MultimodalModel(train_cfg.model))
+    assert result.stop_reason == "verified" and result.metrics["unlearn.steps"] == 2
+    assert [c["step"] for c in result.checks] == [2.0] and result.checks[0]["passed"] == 1.0
+    assert result.metrics["unlearn.stopped_early"] == 1.0 and result.metrics["time.checks_s"] > 0
+    assert version_tags(result, "1", result.verification)["unlearning_stop_reason"] == "verified"
+    record = audit_record(result, "1", "2", "tiny")
+    assert record["steps"] == 2 and record["stop_reason"] == "verified"
