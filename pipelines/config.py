@@ -215,5 +215,31 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
+class _Dumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that writes ``ReplaceMapping`` with its ``!replace`` tag."""
+
+
+_Dumper.add_representer(
+    ReplaceMapping, lambda dumper, data: dumper.represent_mapping("!replace", dict(data).items())
+)
+
+
+def _tag_named_mappings(config: Any, tree: dict[str, Any]) -> dict[str, Any]:
+    """Mark every mapping of named sub-configs (``views``, ``tasks``, ``towers``...) ``!replace`` in
+    ``public_dict``'s tree, so that loading a dump gives back exactly those entries."""
+    for field in dataclasses.fields(config):
+        if field.name not in tree:
+            continue
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            tree[field.name] = _tag_named_mappings(value, tree[field.name])
+        elif isinstance(value, dict) and value and all(dataclasses.is_dataclass(v) for v in value.values()):
+            tree[field.name] = ReplaceMapping(
+                {k: _tag_named_mappings(value[k], sub) for k, sub in tree[field.name].items()}
+            )
+    return tree
+
+
 def dump_yaml(config: Any) -> str:
-    return yaml.safe_dump(public_dict(config), sort_keys=False)
+    """The public config as YAML that ``load_config`` reads back to the same config."""
+    return yaml.dump(_tag_named_mappings(config, public_dict(config)), Dumper=_Dumper, sort_keys=False)

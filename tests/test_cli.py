@@ -94,3 +94,18 @@ def test_a_mapping_tagged_replace_replaces_the_default_instead_of_merging(tmp_pa
     bad.write_text("views: !replace [1, 2]\n")
     with pytest.raises(ConfigError, match="!replace applies to a mapping"):
         load_config(_Named, bad)
+
+
+def test_a_printed_config_loads_back_to_the_same_config(tmp_path: Path) -> None:
+    from pipelines.config import dump_yaml
+    from pipelines.evaluate import Config as EvaluateConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    speech = load_config(EvaluateConfig, repo / "configs" / "evaluate_speech.yaml")
+    dumped = tmp_path / "printed.yaml"
+    dumped.write_text(dump_yaml(speech))
+    assert "views: !replace" in dumped.read_text()
+    assert load_config(EvaluateConfig, dumped) == speech
+    named = _Named(views={"c": _Lora(r=3)})
+    dumped.write_text(dump_yaml(named))
+    assert load_config(_Named, dumped) == named
