@@ -106,6 +106,13 @@ class TrainConfig:
     resume: bool = False
     log_every: int = 5
     max_speech_s: float = 2.0
+    val_distinct_texts: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "validation R@1 (which picks the best checkpoint) counts identical texts as one candidate: "
+            "needed when many pairs share a text (keyword and digit datasets)"
+        },
+    )
     tracking_uri: str | None = None
     experiment: str = "morE"
     registered_model: str = "morE-cxr-ecg-report"
@@ -152,6 +159,7 @@ class SpeechConfig(TrainConfig):
         default_factory=lambda: ObjectiveConfig(pairs=[PairConfig("speech", "transcript", "transcript")])
     )
     epochs: int = 10
+    val_distinct_texts: bool = True  # commands and keywords repeat: R@1 over distinct transcripts
     checkpoint_dir: str = "checkpoints/speech"
     experiment: str = "speech"
     registered_model: str = "speech-text"
@@ -455,6 +463,15 @@ def embed_dataset(
     )
 
 
+def _pair_texts(dataset: StudyDataset, cfg: TrainConfig, pair: Any, rows: np.ndarray) -> np.ndarray | None:
+    """The texts of a pair's text side on ``rows`` (None when neither side is text)."""
+    for view in (pair.b, pair.a):
+        spec = cfg.views[view]
+        if spec.is_text:
+            return dataset.labels(view, [spec.column])[spec.column].fillna("").astype(str).to_numpy()[rows]
+    return None
+
+
 def validate(
     model: MultimodalModel,
     dataset: StudyDataset,
@@ -470,7 +487,12 @@ def validate(
         if n < 2:
             continue
         scores = retrieval_both_directions(
-            feats[pair.a][both].numpy(), feats[pair.b][both].numpy(), pair.a, pair.b, ks=(1, 5)
+            feats[pair.a][both].numpy(),
+            feats[pair.b][both].numpy(),
+            pair.a,
+            pair.b,
+            ks=(1, 5),
+            groups=_pair_texts(dataset, cfg, pair, both.numpy()) if cfg.val_distinct_texts else None,
         )
         metrics.update({f"val.{name}": value for name, value in scores.items()})
         metrics[f"val.n.{pair.a}-{pair.b}"] = float(n)

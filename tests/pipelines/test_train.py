@@ -163,6 +163,9 @@ def test_two_gloo_ranks_hold_identical_weights(data_root: Path, tmp_path: Path) 
 
 def test_speech_training_runs_on_speech_and_transcripts(data_root: Path, tmp_path: Path) -> None:
     cfg = tiny_speech_config(data_root, tmp_path, max_steps=2)
+    assert cfg.val_distinct_texts  # the fixture's 48 utterances share 4 transcripts
     result = train(cfg, _Recorder())
     assert result.steps == 2
     assert "val.r@1.speech->transcript" in result.best_metrics
+    # chance is over distinct transcripts among the validation utterances, not over utterances
+    assert 1 / result.best_metrics["val.chance_r@1.speech-transcript"] <= 4

@@ -169,6 +169,26 @@ def test_retrieval_ties_follow_random_tie_breaking_in_expectation():
     assert M.retrieval_recall(a, a, ks=(1,), ties="pessimistic")["r@1"] == 0.0
 
 
+def test_retrieval_over_groups_counts_any_pair_with_the_same_text_as_a_hit():
+    # 5 spoken words x 4 recordings; a perfect classifier maps every recording onto its word's text
+    rng = np.random.default_rng(3)
+    words = np.repeat(np.arange(5), 4)
+    text = np.eye(8)[words]  # identical embeddings for identical transcripts
+    speech = text + 0.05 * rng.normal(size=text.shape)
+    plain = M.retrieval_recall(speech, text, ks=(1,))
+    assert plain["r@1"] == pytest.approx(0.25)  # capped at 1 / (recordings per word)
+    grouped = M.retrieval_recall(speech, text, ks=(1,), groups=[f"w{w}" for w in words])
+    assert grouped["r@1"] == 1.0
+    # text -> speech: any recording of the word is a hit; a wrong word is still a miss
+    assert M.retrieval_recall(text, speech, ks=(1,), groups=words)["r@1"] == 1.0
+    shuffled = M.retrieval_recall(speech, text[rng.permutation(20)], ks=(1,), groups=words)
+    assert shuffled["r@1"] < 1.0
+    both = M.retrieval_both_directions(speech, text, "speech", "transcript", ks=(1,), groups=words)
+    assert both["chance_r@1.speech-transcript"] == pytest.approx(1 / 5)
+    with pytest.raises(ValueError, match="groups"):
+        M.retrieval_recall(speech, text, groups=words[:3])
+
+
 def test_retrieval_both_directions_names_each_direction():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(20, 8)), rng.normal(size=(20, 8))
