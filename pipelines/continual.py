@@ -58,7 +58,7 @@ from pipelines.data.augment import step_generator
 from pipelines.data.dataset import StudyDataset, collate_studies, read_normalisation
 from pipelines.errors import StageError
 from pipelines.evaluate import Config as EvaluateConfig
-from pipelines.evaluate import SplitEmbeddings, TaskPrompts, _task_prompts, evaluate_task
+from pipelines.evaluate import SplitEmbeddings, TaskPrompts, evaluate_task, task_prompts
 from pipelines.evaluate import TaskConfig as ZeroShotTask
 from pipelines.evaluation import metrics as M
 from pipelines.evaluation.prompts import load_prompt_set
@@ -443,14 +443,16 @@ def finding_targets(
     """``[len(rows), len(findings)]`` binary targets as ``make evaluate`` binarises them (1/0; NaN where
     excluded or where the study has no input of the scored view)."""
     out = np.full((len(rows), len(findings)), np.nan)
+    has_view: dict[str, np.ndarray] = {}  # per scored view, not per finding: the lookup is per study
     for c, (name, label) in enumerate(findings):
         task = tasks[name]
         raw = labels.get(task.labels_from, {}).get(label, np.full(len(dataset.keys), np.nan))[rows]
         y, keep, _ = M.binarise_labels(raw, missing)
-        has_view = np.array(
-            [dataset.view_row(task.view, dataset.keys[r]) is not None for r in rows], dtype=bool
-        )
-        keep &= has_view
+        if task.view not in has_view:
+            has_view[task.view] = np.array(
+                [dataset.view_row(task.view, dataset.keys[r]) is not None for r in rows], dtype=bool
+            )
+        keep &= has_view[task.view]
         out[keep, c] = y[keep]
     return out
 
@@ -596,7 +598,7 @@ def evaluate_state(model: MultimodalModel, cfg: Config, evalset: EvalSet, device
     )
     names = {n for n, _ in evalset.zs_findings} | {n for f in evalset.task_findings for n, _ in f}
     with torch.no_grad():
-        prompts = {name: _task_prompts(model, tasks[name]) for name in sorted(names)}
+        prompts = {name: task_prompts(model, tasks[name]) for name in sorted(names)}
     scale = float(model.logit_scale.detach().exp())
 
     def probabilities(rows: np.ndarray, findings: list[tuple[str, str]]) -> np.ndarray:

@@ -430,9 +430,10 @@ def _load_model(cfg: Config, ref: str) -> tuple[Any, Any]:
 
 def _dataset(cfg: Config, split: str) -> Any:
     from pipelines.data.dataset import StudyDataset
+    from pipelines.train import SPEECH_FS_HZ
 
     return StudyDataset(
-        cfg.data_root, split, cfg.views, key=cfg.key, max_speech_samples=int(cfg.max_speech_s * 16000)
+        cfg.data_root, split, cfg.views, key=cfg.key, max_speech_samples=int(cfg.max_speech_s * SPEECH_FS_HZ)
     )
 
 
@@ -524,7 +525,8 @@ def _encode_texts(model: Any, texts: Sequence[str]) -> np.ndarray:
         return model.encode("text", list(texts)).float().cpu().numpy().astype(np.float64)
 
 
-def _task_prompts(model: Any, task: TaskConfig) -> TaskPrompts:
+def task_prompts(model: Any, task: TaskConfig) -> TaskPrompts:
+    """The task's prompt texts encoded by ``model``'s text tower (``[P, D]`` per label and side)."""
     prompt_set = _prompt_set(task)
     prompts = TaskPrompts({}, {}, {})
     for label in prompt_set.labels:
@@ -552,7 +554,7 @@ def _zero_shot(
             print(f"task {name}: no {task.view} embeddings in split {cfg.split}; skipped")
             continue
         out[name] = evaluate_task(
-            test, val, task, _task_prompts(model, task), _logit_scale(model), cfg, weighting
+            test, val, task, task_prompts(model, task), _logit_scale(model), cfg, weighting
         )
     return out
 

@@ -84,8 +84,9 @@ def peak_dbfs(audio: np.ndarray) -> float:
 
 
 @functools.lru_cache(maxsize=16)
-def _resampler(fs_in_hz: int, fs_out_hz: int):
-    # The sinc kernel depends only on the rate pair: build it once per worker process.
+def cached_resampler(fs_in_hz: int, fs_out_hz: int) -> torchaudio.transforms.Resample:
+    """torchaudio's band-limited resampler for one rate pair. The sinc kernel depends only on the
+    pair, so it is built once per process (preprocessing workers, training-time speed perturbation)."""
     return torchaudio.transforms.Resample(orig_freq=fs_in_hz, new_freq=fs_out_hz)
 
 
@@ -94,7 +95,7 @@ def resample(audio: np.ndarray, fs_in_hz: int, fs_out_hz: int) -> np.ndarray:
     if fs_in_hz == fs_out_hz:
         return np.asarray(audio, dtype=np.float32)
     with torch.no_grad():
-        out = _resampler(int(fs_in_hz), int(fs_out_hz))(torch.from_numpy(np.ascontiguousarray(audio)))
+        out = cached_resampler(int(fs_in_hz), int(fs_out_hz))(torch.from_numpy(np.ascontiguousarray(audio)))
     return out.numpy().astype(np.float32, copy=False)
 
 

@@ -11,7 +11,8 @@ import dataclasses
 
 import torch
 import torch.nn.functional as F
-import torchaudio
+
+from pipelines.data.audio import cached_resampler
 
 
 @dataclasses.dataclass
@@ -113,7 +114,7 @@ def speed_perturb(
         rows = (choice == k).nonzero().flatten()
         if factor == 1.0 or rows.numel() == 0:
             continue
-        resampled = torchaudio.functional.resample(waves[rows], int(round(fs_hz * factor)), int(fs_hz))
+        resampled = cached_resampler(int(round(fs_hz * factor)), int(fs_hz))(waves[rows])
         resampled = F.pad(resampled, (0, max(0, t - resampled.shape[1])))[:, :t]
         stretched = torch.round(lengths[rows].to(torch.float64) / factor).to(lengths.dtype).clamp(max=t)
         valid = torch.arange(t).view(1, t) < stretched.view(-1, 1)

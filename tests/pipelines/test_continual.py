@@ -31,7 +31,7 @@ from pipelines.data import ids
 from pipelines.data.dataset import StudyDataset, more_views
 from pipelines.errors import StageError
 from pipelines.evaluate import Config as EvaluateConfig
-from pipelines.evaluate import SplitEmbeddings, TaskConfig, TaskPrompts, _task_prompts, evaluate_task
+from pipelines.evaluate import SplitEmbeddings, TaskConfig, TaskPrompts, evaluate_task, task_prompts
 from pipelines.evaluation.metrics import binarise_labels
 from pipelines.train import embed_dataset, trainable_state
 from tests.pipelines.processed_fixture import write_processed_dataset
@@ -220,7 +220,7 @@ def test_r_matrix_start_row_equals_make_evaluates_figure_per_task(data_root: Pat
         {"radiology_report": {"cardiomegaly": table["cardiomegaly"].to_numpy(dtype=float)}},
     )
     task = cfg.zero_shot_tasks["xray_findings"]
-    prompts = _task_prompts(model, task)
+    prompts = task_prompts(model, task)
     prompts = TaskPrompts(
         {"cardiomegaly": prompts.positive["cardiomegaly"]}, {"cardiomegaly": prompts.negative["cardiomegaly"]}
     )
