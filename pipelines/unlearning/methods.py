@@ -300,9 +300,6 @@ def unlearn_model(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
-    frozen = copy.deepcopy(original).to(device).eval()
-    for p in frozen.parameters():
-        p.requires_grad_(False)
     model = copy.deepcopy(original).to(device)
     model.train()
     encoder = ViewEncoder(model, cfg.views)
@@ -311,9 +308,14 @@ def unlearn_model(
     references = build_reference_cache(model, cfg, retain_set) if method != "laf" else None
     optimizer = torch.optim.AdamW(model.param_groups(settings.weight_decay), lr=settings.lr)
     gaussians: dict[str, Gaussian] = {}
+    pair_targets: dict[tuple[str, str], float] = {}
     if method == "laf":
         # The original model's embeddings never change: computed once here, they are both the retained
         # distribution's sample and every step's targets (the frozen copy is eval-mode, deterministic).
+        # The other methods never look at the original, so only LAF pays for the copy.
+        frozen = copy.deepcopy(original).to(device).eval()
+        for p in frozen.parameters():
+            p.requires_grad_(False)
         retain_ref, retain_present = embed_dataset(frozen, retain_set, cfg.views, cfg.eval_batch_size, device)
         forget_ref, _ = embed_dataset(
             frozen, ItemList(forget_items, cfg.views), cfg.views, cfg.eval_batch_size, device
@@ -322,11 +324,8 @@ def unlearn_model(
             gaussians = fit_retained_gaussians(
                 retain_ref, retain_present, settings.distribution_quantile, seed=seed
             )
-    pair_targets = (
-        unseen_pair_cosines(frozen, unseen_set, cfg, device)
-        if method == "laf" and settings.pair_weight and unseen_set is not None
-        else {}
-    )
+        if settings.pair_weight and unseen_set is not None:
+            pair_targets = unseen_pair_cosines(frozen, unseen_set, cfg, device)
     history: list[dict[str, float]] = []
     checks: list[dict[str, float]] = []
     stop_reason, check_seconds = "max_steps", 0.0
