@@ -62,7 +62,7 @@ from pipelines.evaluate import SplitEmbeddings, TaskPrompts, evaluate_task, task
 from pipelines.evaluate import TaskConfig as ZeroShotTask
 from pipelines.evaluation import metrics as M
 from pipelines.evaluation.prompts import load_prompt_set
-from pipelines.train import (
+from pipelines.training import (
     SPEECH_FS_HZ,
     DistInfo,
     ViewEncoder,
@@ -81,7 +81,7 @@ from pipelines.train import (
     set_rng_state,
     trainable_state,
 )
-from pipelines.train import Config as TrainMoreConfig
+from pipelines.training import Config as TrainMoreConfig
 
 METHOD_PARTS = ("finetune", "replay", "distill", "wise", "l2")
 

@@ -430,7 +430,7 @@ def _load_model(cfg: Config, ref: str) -> tuple[Any, Any]:
 
 def _dataset(cfg: Config, split: str) -> Any:
     from pipelines.data.dataset import StudyDataset
-    from pipelines.train import SPEECH_FS_HZ
+    from pipelines.training import SPEECH_FS_HZ
 
     return StudyDataset(
         cfg.data_root, split, cfg.views, key=cfg.key, max_speech_samples=int(cfg.max_speech_s * SPEECH_FS_HZ)
@@ -474,7 +474,7 @@ def resolve_classes(cfg: Config) -> Config:
 def _embed(model: Any, cfg: Config, split: str) -> SplitEmbeddings:
     """Embeddings per view + labels for one split (``pipelines.data.dataset.StudyDataset`` and
     ``embed_split``). A multi-class task's labels become one-hot columns named by class."""
-    from pipelines.train import embed_dataset, resolve_device
+    from pipelines.training import embed_dataset, resolve_device
 
     dataset = _dataset(cfg, split)
     feats, masks = embed_dataset(model, dataset, cfg.views, cfg.batch_size, resolve_device(cfg.device))

@@ -219,7 +219,7 @@ def train_and_score(
             f"set it to at least {math.ceil(cfg.max_speech_s / WHISPER_POSITION_S)}"
         )
 
-    from pipelines.train import SpeechConfig, train
+    from pipelines.training import SpeechConfig, train
 
     with tempfile.TemporaryDirectory(prefix="evidence-ckpt-") as ckpt:
         train_cfg = SpeechConfig(
@@ -277,7 +277,7 @@ def _zero_shot(
     import torch
 
     from pipelines.data.dataset import StudyDataset, ViewSpec
-    from pipelines.train import embed_dataset, resolve_device
+    from pipelines.training import embed_dataset, resolve_device
 
     views = {"speech": ViewSpec(modality="speech", tower="audio")}
     dataset = StudyDataset(
@@ -407,7 +407,7 @@ def zero_shot_auroc(
     from pipelines.data.dataset import StudyDataset, ViewSpec
     from pipelines.evaluate import pair_logits
     from pipelines.evaluation.metrics import evaluate_classification
-    from pipelines.train import embed_dataset, resolve_device
+    from pipelines.training import embed_dataset, resolve_device
 
     views = {modality: ViewSpec(modality=modality, tower=tower)}
     dataset = StudyDataset(data_root, ["train", "val", "test"], views, key="sample_id")

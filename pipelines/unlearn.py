@@ -34,7 +34,7 @@ from pipelines.config import load_config
 from pipelines.data.dataset import StudyDataset, read_normalisation
 from pipelines.errors import StageError
 from pipelines.evaluate import SplitEmbeddings
-from pipelines.train import TrainConfig, embed_dataset, resolve_device, train
+from pipelines.training import TrainConfig, embed_dataset, resolve_device, train
 from pipelines.unlearning import audit, purge, resolve
 from pipelines.unlearning.methods import (
     ItemList,
@@ -109,8 +109,8 @@ class Config:
 
 
 def load_train_config(cfg: Config) -> TrainConfig:
-    from pipelines.train import Config as MoreConfig
-    from pipelines.train import SpeechConfig
+    from pipelines.training import Config as MoreConfig
+    from pipelines.training import SpeechConfig
 
     cls = MoreConfig if cfg.train_task == "more" else SpeechConfig
     path = cfg.train_config if cfg.train_config and Path(cfg.train_config).is_file() else None

@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from encoders import MultimodalModel
 from pipelines.data.dataset import StudyDataset, collate_studies
-from pipelines.train import (
+from pipelines.training import (
     TrainConfig,
     ViewEncoder,
     build_objective,

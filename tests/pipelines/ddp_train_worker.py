@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from pipelines.config import load_config
-from pipelines.train import Config, train, trainable_state
+from pipelines.training import Config, train, trainable_state
 
 
 class _Quiet:

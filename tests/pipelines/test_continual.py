@@ -33,7 +33,7 @@ from pipelines.errors import StageError
 from pipelines.evaluate import Config as EvaluateConfig
 from pipelines.evaluate import SplitEmbeddings, TaskConfig, TaskPrompts, evaluate_task, task_prompts
 from pipelines.evaluation.metrics import binarise_labels
-from pipelines.train import embed_dataset, trainable_state
+from pipelines.training import embed_dataset, trainable_state
 from tests.pipelines.processed_fixture import write_processed_dataset
 from tests.pipelines.train_helpers import tiny_more_config
 

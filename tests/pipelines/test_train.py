@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from pipelines.errors import StageError
-from pipelines.train import DistInfo, cosine_with_warmup, epoch_batches, train
+from pipelines.training import DistInfo, cosine_with_warmup, epoch_batches, train
 from tests.pipelines.processed_fixture import write_processed_dataset
 from tests.pipelines.train_helpers import tiny_more_config, tiny_speech_config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from encoders import LoraSettings, MultimodalConfig, TowerConfig
-from pipelines.train import Config, SpeechConfig
+from pipelines.training import Config, SpeechConfig
 
 
 def tiny_more_config(data_root: Path, tmp_path: Path, **overrides) -> Config:

@@ -10,7 +10,7 @@ import pandas as pd
 from encoders import LoraSettings, MultimodalConfig, TowerConfig
 from pipelines.data import ids
 from pipelines.data.dataset import ViewSpec
-from pipelines.train import ObjectiveConfig, PairConfig, TrainConfig
+from pipelines.training import ObjectiveConfig, PairConfig, TrainConfig
 from tests.pipelines.processed_fixture import write_processed_dataset
 
 SALT = "test-salt-0123"

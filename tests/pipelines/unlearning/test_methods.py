@@ -17,7 +17,7 @@ import torch
 
 from encoders import MultimodalModel
 from pipelines.data.dataset import StudyDataset
-from pipelines.train import TrainConfig
+from pipelines.training import TrainConfig
 from pipelines.unlearn import ForgettingCheck, ItemList, model_embeddings
 from pipelines.unlearning.methods import MethodConfig, StudySubset, is_check_step, unlearn_model
 from pipelines.unlearning.verify import VerifyConfig, check_forgetting, verify_unlearning

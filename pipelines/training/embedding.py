@@ -1,0 +1,118 @@
+"""Encoding batches of studies: the per-view encoder DDP wraps, device moves, augmentation of a
+collated batch, and embedding a whole dataset for validation and evaluation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from encoders import MultimodalModel
+from pipelines.data.augment import AugmentConfig, augment_ecg, augment_speech, augment_xray
+from pipelines.data.dataset import StudyDataset, ViewSpec, collate_studies
+from pipelines.training.precision import autocast_context
+
+SPEECH_FS_HZ = 16000
+
+
+class ViewEncoder(nn.Module):
+    """Encodes every view of a batch with its tower: the unit DDP wraps (DDP hooks ``forward``)."""
+
+    def __init__(self, model: MultimodalModel, views: dict[str, ViewSpec]) -> None:
+        super().__init__()
+        self.model = model
+        self.views = views
+
+    def forward(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Features per view, and the logit scale: returned from ``forward`` so that DDP all-reduces its
+        gradient like any other parameter's (used only inside the loss, it would otherwise diverge)."""
+        features = {}
+        for view, spec in self.views.items():
+            inputs = batch.get(view)
+            if inputs is None:
+                continue
+            tower_cfg = self.model.config.towers[spec.tower]
+            if tower_cfg.kind == "ecg":
+                features[view] = self.model.encode(spec.tower, inputs, lead_mask=batch[f"{view}_lead_mask"])
+            elif tower_cfg.kind == "audio":
+                features[view] = self.model.encode(spec.tower, inputs, lengths=batch.get(f"{view}_length"))
+            elif tower_cfg.kind == "image":
+                size = tower_cfg.image_size_px
+                if inputs.shape[-1] != size or inputs.shape[-2] != size:
+                    # Shards are stored at the preprocessing size; the tower may train at a smaller one.
+                    inputs = nn.functional.interpolate(
+                        inputs, size=(size, size), mode="bilinear", antialias=True
+                    )
+                features[view] = self.model.encode(spec.tower, inputs)
+            else:
+                features[view] = self.model.encode(spec.tower, inputs)
+        return features, self.model.logit_scale * 1.0
+
+
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device, non_blocking=True)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+
+    return {k: move(v) for k, v in batch.items()}
+
+
+def augment_batch(
+    batch: dict[str, Any],
+    views: dict[str, ViewSpec],
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    ecg_fs_hz: float,
+) -> dict[str, Any]:
+    if not cfg.enabled:
+        return batch
+    out = dict(batch)
+    for view, spec in views.items():
+        if out.get(view) is None or spec.column is not None:
+            continue
+        if spec.modality == "xray":
+            out[view] = augment_xray(out[view], cfg, generator)
+        elif spec.modality == "ecg":
+            out[view], out[f"{view}_lead_mask"] = augment_ecg(
+                out[view], out[f"{view}_lead_mask"], ecg_fs_hz, cfg, generator
+            )
+        elif spec.modality == "speech":
+            out[view], out[f"{view}_length"] = augment_speech(
+                out[view], out[f"{view}_length"], SPEECH_FS_HZ, cfg, generator
+            )
+    return out
+
+
+@torch.no_grad()
+def embed_dataset(
+    model: MultimodalModel,
+    dataset: StudyDataset,
+    views: dict[str, ViewSpec],
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Embeddings ``[N, D]`` per view in dataset order, and presence masks ``[N]``."""
+    model.eval()
+    encoder = ViewEncoder(model, views)
+    feats: dict[str, list[torch.Tensor]] = {v: [] for v in views}
+    present: dict[str, list[torch.Tensor]] = {v: [] for v in views}
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
+        batch = move_batch(collate_studies(items, dataset.views), device)
+        with autocast_context(device, precision):
+            out, _ = encoder(batch)
+        for view in views:
+            n = len(items)
+            feats[view].append(
+                out[view].float().cpu() if view in out else torch.zeros(n, model.config.embed_dim)
+            )
+            present[view].append(batch["present"][view].cpu())
+    return (
+        {v: torch.cat(x) for v, x in feats.items()},
+        {v: torch.cat(x) for v, x in present.items()},
+    )
