@@ -10,7 +10,7 @@ view so that the objective can skip missing pairs.
 from __future__ import annotations
 
 import dataclasses
-import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,25 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from pipelines.data import registry
+from pipelines.data.augment import AugmentConfig
 from pipelines.data.manifest import ShardStore, load_manifest
+from pipelines.data.modalities import ECG_LEADS
+from pipelines.data.registry import read_normalisation
 from pipelines.errors import StageError
 
-ECG_LEADS = 12
+__all__ = [
+    "ECG_LEADS",
+    "StudyDataset",
+    "ViewSpec",
+    "augment_studies",
+    "collate_studies",
+    "more_views",
+    "read_normalisation",
+]
+
+# Speech longer than this is cropped when a caller gives no limit (2 s at the data's sampling rate).
+DEFAULT_MAX_SPEECH_S = 2.0
 
 
 @dataclasses.dataclass
@@ -69,12 +84,16 @@ class StudyDataset(Dataset):
         split: str | list[str],
         views: dict[str, ViewSpec],
         key: str = "study_id",
-        max_speech_samples: int = 16000 * 2,
+        max_speech_samples: int | None = None,
         exclude_sample_ids: set[str] | None = None,
     ) -> None:
         self.root = Path(processed_root)
         self.views = views
         self.key = key
+        if max_speech_samples is None:
+            max_speech_samples = int(
+                DEFAULT_MAX_SPEECH_S * (registry.sample_rate_hz("speech", self.root) or 0)
+            )
         self.max_speech_samples = max_speech_samples
         splits = [split] if isinstance(split, str) else list(split)
         exclude = exclude_sample_ids or set()
@@ -91,7 +110,7 @@ class StudyDataset(Dataset):
             frame = load_manifest(modality_dir)
             frame = _filter(frame[frame["split"].isin(splits)], spec.where)
             frame = frame[~frame["sample_id"].isin(exclude)]
-            if not spec.is_text:
+            if registry.view_kind(spec).reads_shards:
                 self._stores.setdefault(spec.modality, ShardStore(modality_dir))
             # One row per study and view: the first crop/image (stable: manifests are sorted by sample_id).
             frame = frame.sort_values(["sample_id"]).drop_duplicates(subset=[key], keep="first")
@@ -115,37 +134,13 @@ class StudyDataset(Dataset):
             if row is None:
                 item[view] = None
                 continue
-            if spec.is_text:
-                text = row.get(spec.column)
-                item[view] = (
-                    None if text is None or (isinstance(text, float) and np.isnan(text)) else str(text)
-                )
-                continue
-            array = np.asarray(self._stores[spec.modality].get(int(row["shard"]), int(row["index"])))
-            item[view] = self._to_tensor(spec.modality, array)
-            if spec.modality == "ecg":
-                mask = str(row.get("lead_mask", "1" * ECG_LEADS)).zfill(ECG_LEADS)
-                item[f"{view}_lead_mask"] = torch.tensor([c == "1" for c in mask], dtype=torch.bool)
-            if spec.modality == "speech":
-                item[f"{view}_length"] = min(
-                    int(row.get("n_samples", array.shape[-1])), self.max_speech_samples
-                )
+            kind = registry.view_kind(spec)
+            if kind.reads_shards:
+                value = self._stores[spec.modality].get(int(row["shard"]), int(row["index"]))
+            else:
+                value = row.get(spec.column)
+            item.update(kind.item(view, value, row, self.max_speech_samples))
         return item
-
-    def _to_tensor(self, modality: str, array: np.ndarray) -> torch.Tensor:
-        if modality == "xray":
-            # Shards hold the stage's normalised image in uint8/uint16/float16; towers take [0, 1] grey.
-            scale = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0}.get(array.dtype, 1.0)
-            image = torch.from_numpy(array.astype(np.float32) / scale)
-            return image.unsqueeze(0) if image.ndim == 2 else image
-        if modality == "ecg":
-            return torch.from_numpy(np.nan_to_num(array.astype(np.float32)))
-        if modality == "speech":
-            wave = np.zeros(self.max_speech_samples, dtype=np.float32)
-            n = min(array.shape[-1], self.max_speech_samples)
-            wave[:n] = array[..., :n]
-            return torch.from_numpy(wave)
-        raise ValueError(f"unknown array modality {modality!r}")
 
     def texts(self, view: str) -> list[str]:
         """Every text of a text view, in dataset order (missing entries skipped)."""
@@ -170,27 +165,29 @@ def collate_studies(items: list[dict[str, Any]], views: dict[str, ViewSpec]) -> 
         "present": {},
     }
     for view, spec in views.items():
-        present = torch.tensor([it[view] is not None for it in items], dtype=torch.bool)
-        batch["present"][view] = present
-        if spec.is_text:
-            batch[view] = [it[view] or "" for it in items]
-            continue
-        template = next((it[view] for it in items if it[view] is not None), None)
-        if template is None:
-            batch[view] = None
-            continue
-        batch[view] = torch.stack(
-            [it[view] if it[view] is not None else torch.zeros_like(template) for it in items]
-        )
-        if spec.modality == "ecg":
-            batch[f"{view}_lead_mask"] = torch.stack(
-                [it.get(f"{view}_lead_mask", torch.zeros(ECG_LEADS, dtype=torch.bool)) for it in items]
-            )
-        if spec.modality == "speech":
-            batch[f"{view}_length"] = torch.tensor([it.get(f"{view}_length", 0) for it in items])
+        batch["present"][view] = torch.tensor([it[view] is not None for it in items], dtype=torch.bool)
+        batch.update(registry.view_kind(spec).collate(view, items))
     return batch
 
 
-def read_normalisation(processed_root: str | Path, modality: str) -> dict[str, Any]:
-    path = Path(processed_root) / modality / "normalisation.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+def augment_studies(
+    batch: dict[str, Any],
+    views: dict[str, ViewSpec],
+    cfg: AugmentConfig,
+    generator: torch.Generator,
+    sample_rates: Mapping[str, float],
+) -> dict[str, Any]:
+    """Training-time augmentation of a collated batch, each view by its modality's kind.
+
+    Views are augmented in ``views`` order from one generator, so a resumed run draws what an
+    uninterrupted one drew. ``sample_rates`` is ``{modality: fs_hz}`` (``registry.sample_rates``).
+    """
+    if not cfg.enabled:
+        return batch
+    out = dict(batch)
+    for view, spec in views.items():
+        if out.get(view) is None:
+            continue
+        fs_hz = sample_rates.get(spec.modality, 0.0)
+        out.update(registry.view_kind(spec).augment(view, out, cfg, generator, fs_hz))
+    return out

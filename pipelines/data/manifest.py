@@ -91,6 +91,16 @@ class Decoded:
 
 
 # --------------------------------------------------------------------------- atomic writes
+# Integer shards hold values in [0, 1] scaled to the dtype's full range (``image.quantise_unit`` writes
+# them); float shards hold the values themselves. Readers of shards divide by this, nowhere else.
+STORAGE_SCALE = {"uint8": 255.0, "uint16": 65535.0}
+
+
+def storage_scale(dtype: Any) -> float:
+    """The divisor that maps a shard dtype's values to [0, 1]: 255 (uint8), 65535 (uint16), else 1."""
+    return STORAGE_SCALE.get(np.dtype(dtype).name, 1.0)
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through ``write(handle)`` into a temp file in the same folder, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
