@@ -18,6 +18,7 @@ import functools
 import math
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -54,6 +55,22 @@ class SpeechConfig:
     peak_limit: float = dataclasses.field(default=0.99, metadata={"help": "max |sample| after normalisation"})
     min_duration_s: float = dataclasses.field(default=0.05, metadata={"help": "shorter speech is rejected"})
     max_duration_s: float = dataclasses.field(default=30.0, metadata={"help": "longer speech is rejected"})
+    max_source_duration_s: float = dataclasses.field(
+        default=300.0,
+        metadata={"help": "recordings whose header declares more are rejected before decoding"},
+    )
+    max_decoded_mb: float = dataclasses.field(
+        default=256.0,
+        metadata={"help": "frames x channels x 4 bytes (float32) above this is rejected before decoding"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_source_duration_s < self.max_duration_s:
+            raise ValueError(
+                f"max_source_duration_s={self.max_source_duration_s} is below max_duration_s={self.max_duration_s}"
+            )
+        if self.max_decoded_mb <= 0:
+            raise ValueError(f"max_decoded_mb must be positive, got {self.max_decoded_mb}")
 
 
 def speech_normalisation(cfg: SpeechConfig) -> dict[str, object]:
@@ -216,6 +233,30 @@ def wav_truncation(path: Path) -> str | None:
     return None
 
 
+def _check_declared_size(info: Any, cfg: SpeechConfig) -> int:
+    """Frames to read at most, after rejecting from the header alone a recording that is too long or
+    too large to decode (a header can declare hours that a worker would otherwise hold in memory)."""
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise RejectedInput(
+            f"invalid header ({info.samplerate} Hz, {info.channels} channels): not decoded", "decode"
+        )
+    duration_s = info.frames / info.samplerate
+    if duration_s > cfg.max_source_duration_s:
+        raise RejectedInput(
+            f"header declares {info.frames} frames at {info.samplerate} Hz = {duration_s:.1f} s "
+            f"> max_source_duration_s={cfg.max_source_duration_s:g}: not decoded",
+            "decode",
+        )
+    decoded_mb = info.frames * info.channels * 4 / 2**20
+    if decoded_mb > cfg.max_decoded_mb:
+        raise RejectedInput(
+            f"header declares {info.frames} frames x {info.channels} channels = {decoded_mb:.0f} MB as float32 "
+            f"> max_decoded_mb={cfg.max_decoded_mb:g}: not decoded",
+            "decode",
+        )
+    return info.frames
+
+
 def read_speech(path: Path, cfg: SpeechConfig) -> list[Decoded]:
     """Decode one recording; raises ``RejectedInput`` with a reason for anything unusable.
 
@@ -227,10 +268,19 @@ def read_speech(path: Path, cfg: SpeechConfig) -> list[Decoded]:
     if path.suffix.lower() == ".wav" and (reason := wav_truncation(path)):
         raise RejectedInput(reason, "decode")
     try:
-        audio, fs_in_hz = sf.read(path, dtype="float32", always_2d=True)
+        info = sf.info(str(path))
+        max_frames = _check_declared_size(info, cfg)
+        # Read one frame past the bound: a stream longer than its header said is caught, not decoded.
+        audio, fs_in_hz = sf.read(path, frames=max_frames + 1, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         detail = getattr(err, "error_string", None) or type(err).__name__
         raise RejectedInput(f"undecodable audio (libsndfile: {detail})", "decode") from None
+    if audio.shape[0] > max_frames:
+        raise RejectedInput(
+            f"audio holds more than its header's {info.frames} frames (read stopped at {max_frames}): "
+            "inconsistent file, not decoded further",
+            "decode",
+        )
     channels = audio.shape[1]
     if audio.shape[0] == 0:
         raise RejectedInput("empty audio (0 samples)", "decode")

@@ -95,14 +95,20 @@ def _walk(folder: Path) -> list[Path]:
 
 
 def _is_dicom_without_suffix(path: Path) -> bool:
-    """DICOM Part 10 files start with a 128-byte preamble and ``DICM`` (PACS exports often have no suffix)."""
+    """DICOM Part 10 files start with a 128-byte preamble and ``DICM`` (PACS exports often have no suffix).
+
+    Legacy files written without preamble and file meta start directly with a little-endian group
+    0x0008 element (Identifying group, e.g. (0008,0005) or (0008,0016)); those are listed too and the
+    reader decides whether they hold an image.
+    """
     if path.suffix:
         return False
     try:
         with open(path, "rb") as handle:
-            return handle.read(132)[128:] == b"DICM"
+            head = handle.read(132)
     except OSError:
         return False
+    return head[128:] == b"DICM" or (len(head) >= 8 and head[:2] == b"\x08\x00" and head[3] == 0)
 
 
 def _item(path: Path, root: Path, mroot: Path, members: tuple[Path, ...] | None = None, **kw) -> SourceItem:

@@ -8,6 +8,12 @@ Then: resize with the aspect ratio kept, zero-pad to ``size_px`` square, store a
 
 The chain is computed exactly with pydicom's own LUT functions on a table of every stored value
 (2**BitsStored entries, at most 65,536) and applied with one lookup, so the per-pixel cost is one gather.
+
+Before any pixel is decoded: only radiographs pass (Modality CR/DX/DR, or the CR/DX SOP classes when
+Modality is absent; BodyPartExamined and ViewPosition when recorded), and Rows x Columns x frames x
+samples is checked against ``max_pixels`` (pixel data stays on disk until then). Legacy files
+without the Part 10 preamble and file meta are read with pydicom's ``force=True`` when they hold an
+image dataset. Rejection reasons quote a tag value only when it is a DICOM defined term.
 """
 
 from __future__ import annotations
@@ -39,6 +45,171 @@ DICOM_SUFFIXES = (".dcm", ".dicom", "")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # ViewCodeSequence meanings (SNOMED/DICOM CID 4010) for files without ViewPosition.
 _VIEW_CODE_MEANINGS = {"postero-anterior": "PA", "antero-posterior": "AP"}
+# SOP classes of projection radiographs (PS3.4 B.5): CR Image Storage, Digital X-Ray Image Storage
+# for presentation and for processing.
+RADIOGRAPH_SOP_CLASSES = (
+    "1.2.840.10008.5.1.4.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.1.1",
+)
+# Defined terms (PS3.3 C.7.3.1.1.1 Modality, C.8.11.5.1.1 ViewPosition, PS3.16 Annex L body parts)
+# that a rejection reason may quote; any other value in a hostile or damaged file could be free text.
+_MODALITY_TERMS = frozenset(
+    [
+        "AR",
+        "ASMT",
+        "AU",
+        "BDUS",
+        "BI",
+        "BMD",
+        "CR",
+        "CT",
+        "CTPROTOCOL",
+        "DG",
+        "DOC",
+        "DR",
+        "DX",
+        "ECG",
+        "EPS",
+        "ES",
+        "FID",
+        "GM",
+        "HC",
+        "HD",
+        "IO",
+        "IOL",
+        "IVOCT",
+        "IVUS",
+        "KER",
+        "KO",
+        "LEN",
+        "LS",
+        "MG",
+        "MR",
+        "M3D",
+        "NM",
+        "OAM",
+        "OCT",
+        "OP",
+        "OPM",
+        "OPT",
+        "OPTBSV",
+        "OPTENF",
+        "OPV",
+        "OSS",
+        "OT",
+        "PLAN",
+        "PR",
+        "PT",
+        "PX",
+        "REG",
+        "RESP",
+        "RF",
+        "RG",
+        "RTDOSE",
+        "RTIMAGE",
+        "RTPLAN",
+        "RTRECORD",
+        "RTSTRUCT",
+        "RWV",
+        "SEG",
+        "SM",
+        "SMR",
+        "SR",
+        "SRF",
+        "STAIN",
+        "TEXTUREMAP",
+        "TG",
+        "US",
+        "VA",
+        "XA",
+        "XAPROTOCOL",
+        "XC",
+    ]
+)
+_VIEW_TERMS = frozenset(
+    [
+        "AP",
+        "PA",
+        "LL",
+        "RL",
+        "RLD",
+        "LLD",
+        "RLO",
+        "LLO",
+        "LAT",
+        "LATERAL",
+        "LPO",
+        "RPO",
+        "LAO",
+        "RAO",
+        "CC",
+        "MLO",
+        "ML",
+        "LM",
+        "FB",
+        "SIO",
+        "XCC",
+        "XCCL",
+        "XCCM",
+        "LMO",
+        "AP_SUPINE",
+    ]
+)
+_PHOTOMETRIC_TERMS = frozenset(
+    ["MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420",
+     "YBR_ICT", "YBR_RCT", "HSV", "ARGB", "CMYK", "missing"]
+)  # fmt: skip
+_BODY_PART_TERMS = frozenset(
+    [
+        "CHEST",
+        "THORAX",
+        "LUNG",
+        "HEART",
+        "ABDOMEN",
+        "PELVIS",
+        "HEAD",
+        "SKULL",
+        "BRAIN",
+        "NECK",
+        "SPINE",
+        "CSPINE",
+        "TSPINE",
+        "LSPINE",
+        "SSPINE",
+        "COCCYX",
+        "EXTREMITY",
+        "ARM",
+        "LEG",
+        "HAND",
+        "FOOT",
+        "KNEE",
+        "ANKLE",
+        "ELBOW",
+        "SHOULDER",
+        "HIP",
+        "WRIST",
+        "FINGER",
+        "TOE",
+        "FEMUR",
+        "TIBIA",
+        "HUMERUS",
+        "CLAVICLE",
+        "RIB",
+        "SCAPULA",
+        "STERNUM",
+        "BREAST",
+        "JAW",
+        "TMJ",
+        "SINUS",
+        "ORBIT",
+        "EAR",
+        "NOSE",
+        "FACE",
+        "PORT",
+        "WHOLEBODY",
+    ]
+)
 
 
 @dataclasses.dataclass
@@ -67,6 +238,32 @@ class XrayConfig:
     grey_tolerance: float = dataclasses.field(
         default=2.0, metadata={"help": "mean channel difference (grey levels) under which RGB counts as grey"}
     )
+    keep_modalities: list[str] = dataclasses.field(
+        default_factory=lambda: ["CR", "DX", "DR"],
+        metadata={"help": "DICOM Modality values kept (radiographs); add CT etc. only if you mean it"},
+    )
+    keep_sop_classes: list[str] = dataclasses.field(
+        default_factory=lambda: list(RADIOGRAPH_SOP_CLASSES),
+        metadata={"help": "SOP Class UIDs kept when a file records no Modality"},
+    )
+    keep_body_parts: list[str] = dataclasses.field(
+        default_factory=lambda: ["CHEST", "THORAX", "LUNG"],
+        metadata={"help": "BodyPartExamined values kept when the tag is present; empty: any"},
+    )
+    max_pixels: int = dataclasses.field(
+        default=36_000_000,
+        metadata={"help": "Rows x Columns x frames x samples above this is rejected before decoding"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.size_px <= 0:
+            raise ValueError(f"size_px must be positive, got {self.size_px}")
+        if self.max_pixels <= 0:
+            raise ValueError(f"max_pixels must be positive, got {self.max_pixels}")
+        if not self.keep_modalities and not self.keep_sop_classes:
+            raise ValueError(
+                "keep_modalities and keep_sop_classes are both empty: every DICOM would be rejected"
+            )
 
 
 def xray_normalisation(cfg: XrayConfig) -> dict[str, Any]:
@@ -154,7 +351,13 @@ def _check_view(view: str | None, cfg: XrayConfig) -> None:
         return
     if view not in keep:
         kind = "lateral view" if view in {"LL", "RL", "LAT", "LATERAL", "LLD", "RLD"} else "view"
-        raise RejectedInput(f"{kind} {view} skipped (keep_views={sorted(keep)})", "filter")
+        raise RejectedInput(
+            f"{kind} {_term(view, _VIEW_TERMS)} skipped (keep_views={sorted(keep)})", "filter"
+        )
+
+
+# Pixel data (and any other large value) stays on disk until the declared size has been checked.
+_DEFER_SIZE = "256 KB"
 
 
 def _read_dataset(path: Path) -> Dataset:
@@ -162,24 +365,113 @@ def _read_dataset(path: Path) -> Dataset:
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(path, defer_size=_DEFER_SIZE)
     except InvalidDicomError:
-        raise RejectedInput("not a DICOM file (no DICM header)") from None
+        return _read_legacy_dataset(path)
     except (EOFError, OSError, ValueError, KeyError, TypeError, struct.error) as exc:
         raise RejectedInput(f"truncated or corrupt DICOM header ({type(exc).__name__}: {exc})") from None
 
 
-def _check_image_dicom(ds: Dataset) -> None:
+def _read_legacy_dataset(path: Path) -> Dataset:
+    """A dataset written without the 128-byte preamble and file meta (ACR-NEMA era, some PACS
+    exports), read with ``force=True`` and kept only if it is an image dataset: pixel data plus the
+    attributes needed to interpret it. Anything else is "not a DICOM file"."""
+    import pydicom
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    not_dicom = RejectedInput("not a DICOM file (no DICM header, and no image dataset when read without it)")
+    try:
+        ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_SIZE)
+        needed = ("PixelData", "Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
+        if not all(keyword in ds for keyword in needed) or int(ds.Rows) <= 0 or int(ds.Columns) <= 0:
+            raise not_dicom
+        implicit, little = ds.original_encoding
+    except RejectedInput:
+        raise
+    except Exception:  # noqa: BLE001 - force-reading arbitrary bytes fails in arbitrary ways
+        raise not_dicom from None
+    if "TransferSyntaxUID" not in ds.file_meta:
+        # Without file meta the encoding pydicom detected is the transfer syntax (uncompressed only).
+        syntax = (
+            ImplicitVRLittleEndian
+            if implicit
+            else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        )
+        ds.file_meta.TransferSyntaxUID = syntax
+    return ds
+
+
+def _term(value: str | None, terms: frozenset[str]) -> str:
+    """A tag value fit for a rejection reason: the defined term itself, else a placeholder."""
+    if value is None:
+        return "(not recorded)"
+    return value if value in terms else "(unrecognised value)"
+
+
+def _check_radiograph(ds: Dataset, cfg: XrayConfig) -> None:
+    """Projection radiographs only: Modality, else SOP class; then BodyPartExamined when present."""
+    modality = (_text(ds, "Modality") or "").upper() or None
+    keep = {m.upper() for m in cfg.keep_modalities}
+    if modality is not None:
+        if modality not in keep:
+            raise RejectedInput(
+                f"modality {_term(modality, _MODALITY_TERMS)} is not a radiograph (keep_modalities={sorted(keep)})",
+                "filter",
+            )
+    else:
+        sop_class = str(ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID") or "")
+        if sop_class not in cfg.keep_sop_classes:
+            from pydicom.uid import UID
+
+            name = UID(sop_class).name if sop_class and UID(sop_class).is_valid else ""
+            known = name if name and name != sop_class else "unknown or no SOP class"
+            raise RejectedInput(f"no Modality and SOP class {known} is not a radiograph class", "filter")
+    body_part = (_text(ds, "BodyPartExamined") or "").upper() or None
+    parts = {b.upper() for b in cfg.keep_body_parts}
+    if body_part is not None and parts and body_part not in parts:
+        raise RejectedInput(
+            f"body part {_term(body_part, _BODY_PART_TERMS)} skipped (keep_body_parts={sorted(parts)})",
+            "filter",
+        )
+
+
+def _check_size(ds: Dataset, cfg: XrayConfig) -> None:
+    """Reject from the header alone an image whose decoded size exceeds ``max_pixels``."""
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except (AttributeError, ValueError, TypeError) as exc:
+        raise RejectedInput(f"invalid image size tags ({type(exc).__name__})") from None
+    pixels = rows * columns * frames * samples
+    if min(rows, columns, frames, samples) <= 0:
+        raise RejectedInput(f"invalid image size: {rows} x {columns} x {frames} frames x {samples} samples")
+    if pixels > cfg.max_pixels:
+        raise RejectedInput(
+            f"image declares {rows} x {columns} pixels x {frames} frames x {samples} samples x {bits} bits "
+            f"= {pixels * bits // 8} bytes decoded ({pixels} values > max_pixels={cfg.max_pixels}): not decoded"
+        )
+
+
+def _check_has_pixels(ds: Dataset) -> None:
     if "PixelData" not in ds:
         sop_class = ds.get("SOPClassUID")
         if sop_class is None:
             raise RejectedInput("no pixel data and no SOP class (truncated or incomplete DICOM)")
-        raise RejectedInput(f"no pixel data (not an image DICOM: {getattr(sop_class, 'name', sop_class)})")
+        name = getattr(sop_class, "name", "")
+        raise RejectedInput(
+            f"no pixel data (not an image DICOM: {name if name != str(sop_class) else 'unknown SOP class'})"
+        )
+
+
+def _check_image_dicom(ds: Dataset) -> None:
     photometric = _text(ds, "PhotometricInterpretation") or "missing"
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
         raise RejectedInput(
-            f"unsupported photometric interpretation {photometric!r} ({samples} samples/pixel): "
+            f"unsupported photometric interpretation {_term(photometric, _PHOTOMETRIC_TERMS)} "
+            f"({samples} samples/pixel): "
             "only grey MONOCHROME1/2 radiographs are used"
         )
     frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -255,6 +547,8 @@ def grey_table(ds: Dataset, values: np.ndarray, apply_voi: bool = True) -> tuple
 def _dicom_meta(ds: Dataset, view: str | None, voi: str) -> dict[str, object]:
     """Only technical tags that the PS3.15 basic confidentiality profile keeps (no names, IDs, dates, UIDs)."""
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is not None and getattr(syntax, "name", "") == str(syntax):
+        syntax = None  # a UID pydicom does not know: a private syntax, not a name to publish
     spacing = ds.get("ImagerPixelSpacing") or ds.get("PixelSpacing")
     spacing_mm = float(spacing[0]) if spacing else None
     return {
@@ -273,7 +567,10 @@ def _dicom_meta(ds: Dataset, view: str | None, voi: str) -> dict[str, object]:
 
 def _read_dicom(path: Path, cfg: XrayConfig) -> Decoded:
     ds = _read_dataset(path)
+    _check_has_pixels(ds)
+    _check_radiograph(ds, cfg)
     _check_image_dicom(ds)
+    _check_size(ds, cfg)
     view = _view_of(ds)
     _check_view(view, cfg)
     pixels = _decode_pixels(ds)
