@@ -470,7 +470,7 @@ def _check_image_dicom(ds: Dataset) -> None:
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
         raise RejectedInput(
-            f"unsupported photometric interpretation {_term(photometric, _PHOTOMETRIC_TERMS)} "
+            f"unsupported photometric interpretation {_term(photometric, _PHOTOMETRIC_TERMS)!r} "
             f"({samples} samples/pixel): "
             "only grey MONOCHROME1/2 radiographs are used"
         )

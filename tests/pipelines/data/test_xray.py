@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -17,6 +18,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from pipelines.data.sources import list_xray
 from pipelines.data.xray import XrayConfig, read_xray, xray_normalisation
 from pipelines.errors import RejectedInput
 
@@ -279,3 +281,82 @@ def test_real_nih_thumbnails_decode_to_grey_squares(shared_data):
         (decoded,) = read_xray(path, XrayConfig())
         assert decoded.array.shape == (224, 224) and decoded.meta["converted_from"] == "RGB"
         assert decoded.array.std() > 10
+
+
+# ------------------------------------------------------------------ only radiographs, legacy files
+@pytest.mark.parametrize(
+    ("modality", "sop_class"),
+    [
+        ("CT", "1.2.840.10008.5.1.4.1.1.2"),
+        ("MR", "1.2.840.10008.5.1.4.1.1.4"),
+        ("US", "1.2.840.10008.5.1.4.1.1.6.1"),
+    ],
+)
+def test_ct_mr_and_ultrasound_are_rejected_as_not_radiographs(tmp_path, modality, sop_class):
+    path = write_dicom(
+        tmp_path / f"{modality}.dcm", ramp(), bits_stored=12, Modality=modality, SOPClassUID=sop_class
+    )
+    with pytest.raises(RejectedInput) as info:
+        read_xray(path, FLOAT)
+    assert info.value.stage == "filter"
+    assert f"modality {modality} is not a radiograph" in info.value.reason
+
+
+def test_a_configured_override_accepts_ct(tmp_path):
+    path = write_dicom(tmp_path / "ct.dcm", ramp(), bits_stored=12, Modality="CT", BodyPartExamined="CHEST")
+    cfg = XrayConfig(size_px=32, dtype="float16", keep_modalities=["CR", "DX", "CT"])
+    (decoded,) = read_xray(path, cfg)
+    assert decoded.meta["modality"] == "CT" and decoded.array.shape == (32, 32)
+
+
+def test_without_modality_the_sop_class_decides(tmp_path):
+    dx = write_dicom(tmp_path / "dx.dcm", ramp(), bits_stored=12)
+    ct = write_dicom(tmp_path / "ct.dcm", ramp(), bits_stored=12, SOPClassUID="1.2.840.10008.5.1.4.1.1.2")
+    for path in (dx, ct):
+        ds = pydicom.dcmread(path)
+        del ds.Modality
+        ds.save_as(path)
+    assert read_xray(dx, FLOAT)[0].array.shape == (32, 32)
+    with pytest.raises(RejectedInput, match="SOP class CT Image Storage is not a radiograph"):
+        read_xray(ct, FLOAT)
+
+
+def test_body_part_other_than_chest_is_filtered_and_a_hostile_value_is_not_quoted(tmp_path):
+    knee = write_dicom(tmp_path / "knee.dcm", ramp(), bits_stored=12, BodyPartExamined="KNEE")
+    with pytest.raises(RejectedInput, match="body part KNEE skipped"):
+        read_xray(knee, FLOAT)
+    odd = write_dicom(tmp_path / "odd.dcm", ramp(), bits_stored=12, BodyPartExamined="SMITH JOHN")
+    with pytest.raises(RejectedInput) as info:
+        read_xray(odd, FLOAT)
+    assert "SMITH" not in info.value.reason and "unrecognised" in info.value.reason
+    assert read_xray(odd, XrayConfig(size_px=32, keep_body_parts=[]))[0].array.shape == (32, 32)
+
+
+def test_legacy_cr_without_preamble_or_file_meta_is_read(tmp_path):
+    path = write_dicom(tmp_path / "cr.dcm", ramp(), bits_stored=12, Modality="CR")
+    ds = pydicom.dcmread(path)
+    legacy = tmp_path / "legacy_cr"  # no suffix either, as PACS exports often are
+    # Implicit VR Little Endian dataset alone: no 128-byte preamble, no "DICM", no group 0002.
+    ds.file_meta, ds.preamble = FileMetaDataset(), None
+    ds.save_as(legacy, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert legacy.read_bytes()[128:132] != b"DICM" and legacy.read_bytes()[:2] == b"\x08\x00"
+    np.testing.assert_allclose(decode(legacy), decode(path), atol=1e-3)
+    assert [item.path.name for item in list_xray(tmp_path)] == ["cr.dcm", "legacy_cr"]
+
+
+def test_no_preamble_bytes_without_an_image_dataset_are_still_not_dicom(tmp_path):
+    path = tmp_path / "noise"
+    path.write_bytes(b"\x08\x00\x05\x00" + np.random.default_rng(3).bytes(2000))
+    with pytest.raises(RejectedInput, match="not a DICOM"):
+        read_xray(path, FLOAT)
+
+
+def test_image_declaring_65535_squared_pixels_is_rejected_before_decoding(tmp_path):
+    path = write_dicom(tmp_path / "huge.dcm", ramp(16, 16), bits_stored=12)
+    ds = pydicom.dcmread(path)
+    ds.Rows = ds.Columns = 65535  # the header lies; 512 bytes of pixel data follow
+    ds.save_as(path)
+    with pytest.raises(RejectedInput) as info:
+        read_xray(path, FLOAT)
+    assert "65535 x 65535 pixels" in info.value.reason and "8589672450 bytes" in info.value.reason
+    assert "not decoded" in info.value.reason
