@@ -1,8 +1,10 @@
-"""PHI: canary strings planted in every identifying DICOM tag and WFDB comment never reach ``meta``."""
+"""PHI: canary strings planted in every identifying DICOM tag and WFDB comment never reach ``meta``,
+whatever shape the comment key takes (header comments are read by allow-list)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import wfdb
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian
@@ -91,3 +93,65 @@ def test_no_identifying_wfdb_comment_reaches_ecg_meta(tmp_path):
     assert_no_canary(crop.meta)
     assert (crop.meta["age"], crop.meta["sex"], crop.meta["dx"]) == (61, "M", "NSR")
     assert crop.raw_subject == "CANARYMRN"
+
+
+# Damaged and disguised keys: a flipped byte, mixed case, spaces inside, look-alike letters from other
+# scripts, full-width forms, unknown keys, tagged form. Fail closed: none of their values may pass.
+HOSTILE_COMMENTS = [
+    "Pat1ent: CANARYNAME Flipped",
+    "Patiemt: CANARYNAME Typo",
+    "PaTiEnT: CANARYNAME Mixed",
+    "P atient: CANARYNAME Spaced",
+    "  Name :   CANARYNAME Padded",
+    "Nаme: CANARYNAME Cyrillic",
+    "Ｐatient: CANARYNAME Fullwidth",
+    "MRМ: CANARYMRN-CYRILLIC",
+    "M RN: CANARYMRN-SPACED",
+    "Favourite colour: CANARY blue",
+    "<Patient name>: CANARYTAGGED  <age>: 61",
+    "Reason for admission: chest pain; patient John Canarysmith, MRN 12345678",
+    "Diagnose: 02/03/1902 CANARY",
+    "Dx: NSR, CANARYDX, 12345678, 164889003",
+    "Sex: Male CANARYSEX",
+    "Age: 61 CANARYAGE",
+    "CANARY free text line without a key",
+]
+
+
+def test_damaged_or_unknown_comment_keys_fail_closed(tmp_path):
+    t = np.arange(5000) / 500
+    signals = np.stack([np.sin(2 * np.pi * 3 * t), np.sin(2 * np.pi * 5 * t)], axis=1)
+    wfdb.wrsamp("hostile", fs=500, units=["mV", "mV"], sig_name=["I", "II"], p_signal=signals, fmt=["16", "16"],
+                comments=HOSTILE_COMMENTS, write_dir=str(tmp_path))  # fmt: skip
+    (crop,) = read_ecg(tmp_path / "hostile.hea", EcgConfig())
+    assert_no_canary(crop.meta)
+    for planted in ("Canarysmith", "12345678", "1902"):
+        assert planted not in str(crop.meta)
+    assert (crop.meta["age"], crop.meta["sex"], crop.meta["dx"]) == (61, "M", "NSR;164889003")
+    assert crop.meta["report"].startswith("Reason for admission: chest pain; patient [NAME]")
+    assert crop.meta["comments_dropped"] >= 12
+    # Neither damaged MRN key is taken for the subject: the stage falls back to the folder layout.
+    assert crop.raw_subject is None
+
+
+def test_ecg_dicom_reads_no_text_attribute_but_scrubbed_annotations(tmp_path):
+    from tests.pipelines.data.test_ecg import write_ecg_dicom
+
+    t = np.arange(5000) / 500
+    signals_uv = np.rint(np.stack([np.sin(2 * np.pi * 3 * t)] * 2, axis=1) * 1000).astype(np.int16)
+    path = write_ecg_dicom(tmp_path / "ecg.dcm", signals_uv, 500, ["Lead I", "Lead II"], PatientAge="042Y",
+                           PatientSex="F", **{k: v for k, v in IDENTIFYING_TAGS.items() if "UID" not in k})  # fmt: skip
+    ds = pydicom.dcmread(path)
+    annotation = Dataset()
+    annotation.UnformattedTextValue = "Sinus rhythm. Read by Dr. Canarydoc, MRN 7654321"
+    ds.WaveformAnnotationSequence = [annotation]
+    ds.add_new((0x0011, 0x0010), "LO", "CANARY PRIVATE CREATOR")
+    ds.add_new((0x0011, 0x1001), "LO", "CANARY PRIVATE VALUE")
+    ds.save_as(path)
+    (crop,) = read_ecg(path, EcgConfig())
+    assert_no_canary(crop.meta)
+    assert "Canarydoc" not in crop.meta["report"] and "7654321" not in crop.meta["report"]
+    assert crop.meta["report"].startswith("Sinus rhythm.") and (crop.meta["age"], crop.meta["sex"]) == (
+        42,
+        "F",
+    )
