@@ -38,7 +38,7 @@ $(SETUP): pyproject.toml scripts/ensure-espeak.sh
 	@echo ">> creating $(VENV) and installing pinned dependencies (first time: a few minutes)"
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
-	set -o pipefail; $(PY) -m pip install -q -e '.[dev]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	set -o pipefail; $(PY) -m pip install -q -e '.[dev,scale]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	bash scripts/ensure-espeak.sh
 	touch $@
 

@@ -32,6 +32,7 @@ from pipelines.config import public_dict
 from pipelines.data import datacard, ids, manifest, registry, sources
 from pipelines.data.audio import SpeechConfig
 from pipelines.data.ecg import EcgConfig
+from pipelines.data.executor import check_executor, ray_map
 from pipelines.data.xray import XrayConfig
 from pipelines.errors import RejectedInput, StageError
 
@@ -63,6 +64,12 @@ class Config:
     )
     workers: int = dataclasses.field(default=0, metadata={"help": "worker processes (0: all cores)"})
     chunksize: int = dataclasses.field(default=4, metadata={"help": "files per task sent to a worker"})
+    executor: str = dataclasses.field(
+        default="local", metadata={"help": "local (process pool) or ray (Ray tasks; needs .[scale])"}
+    )
+    ray_address: str = dataclasses.field(
+        default="", metadata={"help": "executor=ray: cluster to join (host:port); empty: start one"}
+    )
     shard_size: int = dataclasses.field(default=256, metadata={"help": "samples per .npy shard"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the subject-level split"})
     split_fractions: list[float] = dataclasses.field(
@@ -195,8 +202,18 @@ def _process_file(item: sources.SourceItem, job: _Job) -> _Outcome:
     return outcome
 
 
-def _map(job: _Job, items: list[Any], workers: int, chunksize: int) -> Iterator[_Outcome]:
-    """Outcomes in input order (deterministic shards), computed by ``workers`` processes."""
+def _map(
+    job: _Job, items: list[Any], workers: int, chunksize: int, executor: str = "local", ray_address: str = ""
+) -> Iterator[_Outcome]:
+    """Outcomes in input order (deterministic shards), computed by ``workers`` processes or by Ray tasks
+    (the same ``job.process`` per file; the driver writes every output either way)."""
+    try:
+        check_executor(executor)
+    except ValueError as err:
+        raise StageError(str(err)) from None
+    if executor == "ray":
+        yield from ray_map(job.process, job, items, workers, chunksize, address=ray_address)
+        return
     if workers <= 1 or len(items) <= chunksize:
         _init_worker(job)
         yield from map(_run_one, items)
@@ -279,7 +296,7 @@ def _accounted(
     ``(outcome, rejection)`` for each processed input (rejection None) and each rejected one."""
     first_seen: dict[str, str] = {}
     with _progress(cfg, len(items), name) as bar:
-        for outcome in _map(job, items, _workers(cfg), chunksize):
+        for outcome in _map(job, items, _workers(cfg), chunksize, cfg.executor, cfg.ray_address):
             bar.update()
             rejection = _account(outcome, known_paths, first_seen, tally)
             if rejection:
