@@ -18,7 +18,7 @@ from pipelines.errors import StageError
 
 # stage name -> (module, run function, config class). Aliases map to the same entry.
 STAGES: dict[str, tuple[str, str, str]] = {
-    "demo-data": ("pipelines.demo_data", "run", "Config"),
+    "demo-data": ("pipelines.demo_data", "run", "DemoDataConfig"),
     "preprocess": ("pipelines.preprocess", "run_all", "Config"),
     "preprocess-xray": ("pipelines.preprocess", "run_xray", "Config"),
     "preprocess-ecg": ("pipelines.preprocess", "run_ecg", "Config"),
@@ -26,12 +26,12 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "preprocess-reports": ("pipelines.preprocess", "run_reports", "Config"),
     "train-more": ("pipelines.train", "run_more", "Config"),
     "train-speech": ("pipelines.train", "run_speech", "SpeechConfig"),
-    "evaluate": ("pipelines.evaluate", "run", "Config"),
-    "report": ("pipelines.evaluate", "run_report", "Config"),
+    "evaluate": ("pipelines.evaluate", "run", "EvaluateConfig"),
+    "report": ("pipelines.evaluate", "run_report", "EvaluateConfig"),
     "continual": ("pipelines.continual", "run", "Config"),
     "unlearn": ("pipelines.unlearn", "run", "Config"),
-    "promote": ("pipelines.promote", "run", "Config"),
-    "rollback": ("pipelines.promote", "run_rollback", "Config"),
+    "promote": ("pipelines.promote", "run", "PromoteConfig"),
+    "rollback": ("pipelines.promote", "run_rollback", "PromoteConfig"),
     "evidence": ("pipelines.evidence", "run", "Config"),
 }
 ALIASES = {"train-more": ["train-morE", "train-MoRE"]}

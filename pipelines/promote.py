@@ -18,19 +18,17 @@ alias moves happen under a lock so that concurrent promotions cannot lose an ali
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import getpass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from pipelines.config import ConfigError
 from pipelines.errors import StageError
-from pipelines.registry.gates import GatePolicy, GateResult, format_table, policy_from_mapping
+from pipelines.registry import decisions
+from pipelines.registry.gates import GatePolicy, GateResult, format_table
 
 
 @dataclasses.dataclass
-class Config:
+class PromoteConfig:
     model_name: str = dataclasses.field(default="morE-cxr-ecg-report", metadata={"help": "registered model"})
     candidate: str = dataclasses.field(
         default="latest", metadata={"help": "version number, alias, or latest (promote only)"}
@@ -45,40 +43,40 @@ class Config:
     cards_dir: str = dataclasses.field(default="data_cards", metadata={"help": "where data cards live"})
     report_dir: str = dataclasses.field(default="reports", metadata={"help": "where make report writes"})
     reason: str = dataclasses.field(default="", metadata={"help": "free-text note stored with the record"})
-    lock_timeout_s: float = 120.0
-    lock_stale_s: float = 300.0
-    tracking_uri: str | None = None
-    experiment: str = "promotion"
+    lock_timeout_s: float = dataclasses.field(
+        default=120.0, metadata={"help": "how long to wait for another promotion's alias lock"}
+    )
+    lock_stale_s: float = dataclasses.field(
+        default=300.0, metadata={"help": "a lock older than this is a crashed promotion's and is taken over"}
+    )
+    tracking_uri: str | None = dataclasses.field(
+        default=None,
+        metadata={"help": "MLflow tracking URI (empty: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"},
+    )
+    experiment: str = dataclasses.field(
+        default="promotion", metadata={"help": "MLflow experiment of the decision records"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.model_name or not self.candidate:
+            raise ConfigError("promote: model_name and candidate must not be empty")
+        if self.lock_timeout_s <= 0 or self.lock_stale_s <= 0:
+            raise ConfigError(
+                f"promote: lock_timeout_s and lock_stale_s must be > 0, got {self.lock_timeout_s}, {self.lock_stale_s}"
+            )
 
 
-def load_policy(cfg: Config) -> GatePolicy:
+def load_policy(cfg: PromoteConfig) -> GatePolicy:
     """The ``gates:`` section of ``gates_file`` (if it exists), then ``cfg.gates`` on top."""
-    values: dict[str, Any] = {}
-    path = Path(cfg.gates_file) if cfg.gates_file else None
-    if path is not None and path.is_file():
-        loaded = yaml.safe_load(path.read_text()) or {}
-        section = loaded.get("gates", {}) if isinstance(loaded, dict) else {}
-        if not isinstance(section, dict):
-            raise StageError(f"{path}: gates must be a mapping")
-        values.update(section)
-    elif path is not None and cfg.gates_file != Config.gates_file:
-        raise StageError(f"gates file {path} does not exist")
-    for key, value in cfg.gates.items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = {**values[key], **value}
-        else:
-            values[key] = value
+    # Only a gates file the user named must exist; without the default one the policy's defaults apply.
+    required = cfg.gates_file != PromoteConfig.gates_file
     try:
-        return policy_from_mapping(values)
+        return decisions.load_gate_policy(cfg.gates_file, cfg.gates, required)
     except ValueError as err:
         raise StageError(str(err)) from None
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _open_registry(cfg: Config) -> tuple[Any, str]:
+def _open_registry(cfg: PromoteConfig) -> tuple[Any, str]:
     import mlflow
 
     from pipelines.registry.tracking import resolve_tracking_uri
@@ -88,7 +86,7 @@ def _open_registry(cfg: Config) -> tuple[Any, str]:
     return mlflow.MlflowClient(uri), uri
 
 
-def _resolve_candidate(client: Any, cfg: Config) -> Any:
+def _resolve_candidate(client: Any, cfg: PromoteConfig) -> Any:
     from mlflow.exceptions import MlflowException
 
     from pipelines.registry.pyfunc import resolve_version
@@ -101,26 +99,8 @@ def _resolve_candidate(client: Any, cfg: Config) -> Any:
         ) from None
 
 
-def decision_tags(record: dict[str, Any]) -> dict[str, str]:
-    """The decision as version tags (``promotion.*``), one ``promotion.gate.<name>`` per gate."""
-    tags = {
-        "promotion.decision": record["decision"],
-        "promotion.run_id": record["run_id"],
-        "promotion.who": record["who"],
-        "promotion.when": record["when"],
-        "promotion.policy_version": record["policy"]["version"],
-        "promotion.policy_digest": record["policy"]["digest"],
-        "promotion.report": record["report"] or "",
-        "promotion.failed_gates": ",".join(g["name"] for g in record["gates"] if not g["passed"])[:5000],
-    }
-    for gate in record["gates"]:
-        outcome = "PASS" if gate["passed"] else "FAIL"
-        tags[f"promotion.gate.{gate['name']}"] = f"{outcome} {gate['value']} ({gate['threshold']})"[:5000]
-    return tags
-
-
 def decide(
-    client: Any, cfg: Config, policy: GatePolicy, candidate: Any, champion: Any | None
+    client: Any, cfg: PromoteConfig, policy: GatePolicy, candidate: Any, champion: Any | None
 ) -> list[GateResult]:
     """Read the evidence and run every gate (no side effects)."""
     from pipelines.registry.gates import collect_evidence, evaluate_gates
@@ -129,7 +109,7 @@ def decide(
     return evaluate_gates(evidence, policy, Path(cfg.cards_dir))
 
 
-def run(cfg: Config) -> int:
+def run(cfg: PromoteConfig) -> int:
     """``make promote``: gate the candidate; move aliases on pass; exit 1 with the failed gates on fail."""
     from pipelines.registry import aliases as A
     from pipelines.registry.tracking import stage_run
@@ -147,46 +127,29 @@ def run(cfg: Config) -> int:
         try:
             results = decide(client, cfg, policy, candidate, champion)
             passed = all(r.passed for r in results)
-            report = Path(cfg.report_dir) / f"{cfg.model_name}-v{version}.html"
             tags = {"model": cfg.model_name, "candidate_version": version, "action": "promote"}
             with stage_run("promote", cfg, cfg.experiment, tags=tags, tracking_uri=uri) as tracker:
                 before = A.aliases(client, cfg.model_name)
                 if passed:
                     A.promote_aliases(client, cfg.model_name, version)
-                record = {
-                    "action": "promote",
-                    "model": cfg.model_name,
-                    "candidate": version,
-                    "champion_before": str(champion.version) if champion is not None else None,
-                    "decision": "passed" if passed else "failed",
-                    "aliases_before": {k: v for k, v in before.items() if k != A.CHALLENGER},
-                    "aliases_after": {
+                record = decisions.promotion_record(
+                    model=cfg.model_name,
+                    candidate=version,
+                    champion_before=str(champion.version) if champion is not None else None,
+                    passed=passed,
+                    aliases_before={k: v for k, v in before.items() if k != A.CHALLENGER},
+                    aliases_after={
                         k: v for k, v in A.aliases(client, cfg.model_name).items() if k != A.CHALLENGER
                     },
-                    "policy": {
-                        "version": policy.version,
-                        "digest": policy.digest(),
-                        **dataclasses.asdict(policy),
-                    },
-                    "gates": [r.as_dict() for r in results],
-                    "who": getpass.getuser(),
-                    "when": _now(),
-                    "report": str(report) if report.is_file() else None,
-                    "reason": cfg.reason,
-                    "run_id": tracker.run_id,
-                }
+                    policy=policy,
+                    results=results,
+                    report=Path(cfg.report_dir) / f"{cfg.model_name}-v{version}.html",
+                    reason=cfg.reason,
+                    run_id=tracker.run_id,
+                )
                 tracker.log_dict(record, "decision.json")
                 tracker.set_tags({"decision": record["decision"]})
-                # a re-decision replaces the previous one: stale per-gate tags would mislead
-                for key in candidate.tags:
-                    if key.startswith("promotion."):
-                        client.delete_model_version_tag(cfg.model_name, version, key)
-                for key, value in decision_tags(record).items():
-                    client.set_model_version_tag(cfg.model_name, version, key, value)
-                if passed and champion is not None:
-                    client.set_model_version_tag(
-                        cfg.model_name, str(champion.version), "promotion.replaced_by", version
-                    )
+                decisions.tag_decision(client, cfg.model_name, candidate, record)
         finally:
             A.clear_challenger(client, cfg.model_name, version)
     if passed:
@@ -203,7 +166,7 @@ def run(cfg: Config) -> int:
     return 1
 
 
-def run_rollback(cfg: Config) -> int:
+def run_rollback(cfg: PromoteConfig) -> int:
     """``make rollback``: ``champion`` back to ``previous``, recorded like a promotion."""
     from pipelines.registry import aliases as A
     from pipelines.registry.tracking import stage_run
@@ -219,23 +182,17 @@ def run_rollback(cfg: Config) -> int:
             raise StageError(f"cannot roll back {cfg.model_name!r}: {err}") from None
         tags = {"model": cfg.model_name, "action": "rollback"}
         with stage_run("rollback", cfg, cfg.experiment, tags=tags, tracking_uri=uri) as tracker:
-            record = {
-                "action": "rollback",
-                "model": cfg.model_name,
-                "rolled_back": rolled_back,
-                "restored": restored,
-                "aliases_before": before,
-                "aliases_after": A.aliases(client, cfg.model_name),
-                "who": getpass.getuser(),
-                "when": _now(),
-                "reason": cfg.reason,
-                "run_id": tracker.run_id,
-            }
+            record = decisions.rollback_record(
+                model=cfg.model_name,
+                rolled_back=rolled_back,
+                restored=restored,
+                aliases_before=before,
+                aliases_after=A.aliases(client, cfg.model_name),
+                reason=cfg.reason,
+                run_id=tracker.run_id,
+            )
             tracker.log_dict(record, "decision.json")
-            for version, outcome in ((rolled_back, "rolled_back"), (restored, "restored")):
-                client.set_model_version_tag(cfg.model_name, version, "rollback.outcome", outcome)
-                client.set_model_version_tag(cfg.model_name, version, "rollback.run_id", tracker.run_id)
-                client.set_model_version_tag(cfg.model_name, version, "rollback.when", record["when"])
+            decisions.tag_rollback(client, record)
     print(
         f"ROLLED BACK {cfg.model_name}: champion v{rolled_back} -> v{restored} "
         f"(previous now v{rolled_back}); record: run {record['run_id']} decision.json"

@@ -15,7 +15,8 @@ import pytest
 from mlflow.models import infer_signature
 
 from pipelines.data.datacard import content_hash, write_card
-from pipelines.promote import Config, run, run_rollback
+from pipelines.promote import PromoteConfig as Config
+from pipelines.promote import run, run_rollback
 from pipelines.registry.aliases import aliases
 from pipelines.registry.server import start_mlflow_server, stop_server
 
@@ -226,7 +227,7 @@ def test_rollback_without_previous_is_a_readable_error(store: tuple[str, str], t
 _CHILD = """
 import sys, time
 from pathlib import Path
-from pipelines.promote import Config, run
+from pipelines.promote import PromoteConfig as Config, run
 ready, go, candidate, uri, root = sys.argv[1:6]
 Path(ready).touch()
 while not Path(go).exists():

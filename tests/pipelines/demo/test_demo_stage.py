@@ -14,7 +14,8 @@ import soundfile as sf
 import wfdb
 
 from pipelines.data.datacard import validate_card
-from pipelines.demo_data import Config, run
+from pipelines.demo_data import DemoDataConfig as Config
+from pipelines.demo_data import run
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
@@ -125,7 +126,7 @@ def test_same_seed_gives_identical_files_with_any_worker_count(cohort, tmp_path)
 
 def test_withdrawn_list_names_a_seeded_share_of_real_subjects(cohort):
     from pipelines.demo.cohort import plan_cohort
-    from pipelines.demo_data import _withdrawn_subjects
+    from pipelines.demo.writers import withdrawn_subjects as _withdrawn_subjects
     from pipelines.unlearning.resolve import read_forget_list
 
     root, _, config = cohort
