@@ -11,7 +11,7 @@ ensembling with the starting weights after each task), ``l2`` (L2 pull to the st
 After each task every task's test split is evaluated into the accuracy matrix R[i][j]: by default
 (``r_measure=zero_shot_auroc``) the zero-shot macro AUROC of the task's own findings
 (``tasks[i].findings``) on its ``eval_split`` studies, scored exactly as ``make evaluate`` does
-(:func:`pipelines.evaluate.evaluate_task`, same prompt sets); or (``r_measure=retrieval``) top-1
+(:class:`pipelines.evaluation.zero_shot.ZeroShotClassifier`, same prompt sets); or (``r_measure=retrieval``) top-1
 cross-modal retrieval of its studies. Zero-shot retention: the macro AUROC over every finding of the
 ``held_out`` zero-shot tasks (X-ray findings and ECG diagnoses) on the whole eval split, final model vs
 starting model on the same resampled studies. Logged: average
@@ -57,11 +57,16 @@ from pipelines.data import ids
 from pipelines.data.augment import step_generator
 from pipelines.data.dataset import StudyDataset, collate_studies, read_normalisation
 from pipelines.errors import StageError
-from pipelines.evaluate import Config as EvaluateConfig
-from pipelines.evaluate import SplitEmbeddings, TaskPrompts, evaluate_task, task_prompts
-from pipelines.evaluate import TaskConfig as ZeroShotTask
-from pipelines.evaluation import metrics as M
 from pipelines.evaluation.prompts import load_prompt_set
+from pipelines.evaluation.task_sequence import (
+    EvalSet,
+    Evaluation,
+    eval_set,
+    evaluate_state,
+    task_findings,
+    task_row,
+)
+from pipelines.evaluation.tasks import ZeroShotTaskConfig, default_zero_shot_tasks
 from pipelines.training import (
     SPEECH_FS_HZ,
     DistInfo,
@@ -73,7 +78,6 @@ from pipelines.training import (
     build_reference_cache,
     check_config,
     cosine_with_warmup,
-    embed_dataset,
     epoch_batches,
     move_batch,
     resolve_device,
@@ -198,8 +202,8 @@ class Config(TrainMoreConfig):
             "help": "entry of R: macro zero-shot AUROC of the task's findings | top-1 cross-modal retrieval"
         },
     )
-    zero_shot_tasks: dict[str, ZeroShotTask] = dataclasses.field(
-        default_factory=lambda: EvaluateConfig().tasks,
+    zero_shot_tasks: dict[str, ZeroShotTaskConfig] = dataclasses.field(
+        default_factory=default_zero_shot_tasks,
         metadata={"help": "zero-shot tasks (as in make evaluate) that tasks[i].findings name"},
     )
     missing_labels: Literal["exclude", "negative"] = dataclasses.field(
@@ -393,223 +397,14 @@ def freeze(model: MultimodalModel) -> MultimodalModel:
 # --------------------------------------------------------------------------- evaluation
 
 
-@dataclasses.dataclass
-class EvalSet:
-    """The evaluation split, embedded per call. Fixed once: the rows of each task's studies, the raw
-    labels per ``labels_from`` view, and, for zero-shot AUROC, each task's findings (``(zero-shot task,
-    label)`` per column) with their binary targets ``[n_j, L_j]`` (NaN = uncertain, missing, or the
-    study lacks the scored view); the same for the held-out zero-shot task over ``zs_rows``."""
-
-    dataset: StudyDataset
-    task_rows: list[np.ndarray]
-    labels: dict[str, dict[str, np.ndarray]]
-    task_findings: list[list[tuple[str, str]]]
-    task_targets: list[np.ndarray | None]
-    zs_rows: np.ndarray
-    zs_findings: list[tuple[str, str]]
-    zs_targets: np.ndarray
-
-
-def findings_of(cfg: Config, owner: str, findings: dict[str, list[str] | None]) -> list[tuple[str, str]]:
-    """``(zero-shot task, label)`` columns; ``None`` labels = every label of the task's prompt set."""
-    out = []
-    for name, labels in findings.items():
-        if name not in cfg.zero_shot_tasks:
-            raise StageError(f"{owner}: zero-shot task {name!r} not in {sorted(cfg.zero_shot_tasks)}")
-        known = list(load_prompt_set(cfg.zero_shot_tasks[name].prompt_set).labels)
-        unknown = [label for label in labels or [] if label not in known]
-        if unknown:
-            prompt_set = cfg.zero_shot_tasks[name].prompt_set
-            raise StageError(f"{owner}: {unknown} not in prompt set {prompt_set!r}")
-        out += [(name, label) for label in (known if labels is None else labels)]
-    return out
-
-
-def task_findings(cfg: Config, spec: TaskSpec) -> list[tuple[str, str]]:
-    out = findings_of(cfg, f"task {spec.name!r}", dict(spec.findings))
-    if cfg.r_measure == "zero_shot_auroc" and not out:
-        raise StageError(f"task {spec.name!r} has no `findings` to score (r_measure=zero_shot_auroc)")
-    return out
-
-
-def finding_targets(
-    dataset: StudyDataset,
-    labels: dict[str, dict[str, np.ndarray]],
-    rows: np.ndarray,
-    findings: list[tuple[str, str]],
-    tasks: dict[str, ZeroShotTask],
-    missing: str,
-) -> np.ndarray:
-    """``[len(rows), len(findings)]`` binary targets as ``make evaluate`` binarises them (1/0; NaN where
-    excluded or where the study has no input of the scored view)."""
-    out = np.full((len(rows), len(findings)), np.nan)
-    has_view: dict[str, np.ndarray] = {}  # per scored view, not per finding: the lookup is per study
-    for c, (name, label) in enumerate(findings):
-        task = tasks[name]
-        raw = labels.get(task.labels_from, {}).get(label, np.full(len(dataset.keys), np.nan))[rows]
-        y, keep, _ = M.binarise_labels(raw, missing)
-        if task.view not in has_view:
-            has_view[task.view] = np.array(
-                [dataset.view_row(task.view, dataset.keys[r]) is not None for r in rows], dtype=bool
-            )
-        keep &= has_view[task.view]
-        out[keep, c] = y[keep]
-    return out
-
-
 def build_eval_set(cfg: Config, task_map: dict[str, str] | None) -> EvalSet:
+    """The evaluation split with each task's studies (its ``where`` rows or the task map)."""
     dataset = StudyDataset(cfg.data_root, cfg.eval_split, cfg.views, key=cfg.key)
     position = {k: i for i, k in enumerate(dataset.keys)}
     rows = [
         np.array([position[k] for k in task_keys(dataset, spec, task_map)], dtype=int) for spec in cfg.tasks
     ]
-    tasks = cfg.zero_shot_tasks
-    findings = [task_findings(cfg, spec) for spec in cfg.tasks]
-    zs_findings = findings_of(cfg, "held_out", dict.fromkeys(cfg.held_out))
-    columns: dict[str, list[str]] = {}
-    for name, label in [f for task in findings for f in task] + zs_findings:
-        view = tasks[name].labels_from
-        if view in cfg.views and label not in columns.setdefault(view, []):
-            columns[view].append(label)
-    labels = {}
-    for view, names in columns.items():
-        table = dataset.labels(view, names)
-        labels[view] = {c: table[c].to_numpy(dtype=float) for c in names}
-    zs_views = {tasks[name].view for name in cfg.held_out}
-    zs_rows = np.flatnonzero(
-        [any(dataset.view_row(v, k) is not None for v in zs_views) for k in dataset.keys]
-    ).astype(int)
-    missing = cfg.missing_labels
-    targets: list[np.ndarray | None] = []
-    for j, task_rows in enumerate(rows):
-        if cfg.r_measure == "zero_shot_auroc":
-            targets.append(finding_targets(dataset, labels, task_rows, findings[j], tasks, missing))
-        else:
-            targets.append(None)
-    zs_targets = finding_targets(dataset, labels, zs_rows, zs_findings, tasks, missing)
-    return EvalSet(dataset, rows, labels, findings, targets, zs_rows, zs_findings, zs_targets)
-
-
-def study_retrieval_scores(
-    feats: dict[str, torch.Tensor],
-    present: dict[str, torch.Tensor],
-    rows: np.ndarray,
-    pairs: list[tuple[str, str]],
-) -> np.ndarray:
-    """Per study of ``rows``: mean top-1 retrieval hit over the objective pairs and both directions it
-    has; NaN where it has no pair. The gallery is every eval study with the pair (not only the task's),
-    so chance is 1/N of the whole split and a task's score does not depend on how small it is."""
-    hits = np.full((len(rows), 2 * len(pairs)), np.nan)
-    for p, (a, b) in enumerate(pairs):
-        both = (present[a] & present[b]).numpy()
-        if both.sum() < 2:
-            continue
-        ea, eb = feats[a][both].numpy(), feats[b][both].numpy()
-        per_study = np.full((both.size, 2), np.nan)
-        per_study[both, 0] = CM.top1_hits(ea, eb)
-        per_study[both, 1] = CM.top1_hits(eb, ea)
-        hits[:, 2 * p : 2 * p + 2] = per_study[rows]
-    with np.errstate(all="ignore"):
-        return np.nanmean(hits, axis=1) if hits.shape[1] else np.full(len(rows), np.nan)
-
-
-def split_rows(split: SplitEmbeddings, rows: np.ndarray) -> SplitEmbeddings:
-    """The studies ``rows`` of an embedded split (in that order)."""
-    return SplitEmbeddings(
-        [split.keys[r] for r in rows],
-        {v: e[rows] for v, e in split.embeddings.items()},
-        {v: p[rows] for v, p in split.present.items()},
-        {view: {c: a[rows] for c, a in columns.items()} for view, columns in split.labels.items()},
-    )
-
-
-def only_labels(prompts: TaskPrompts, labels: list[str]) -> TaskPrompts:
-    return TaskPrompts(
-        {k: prompts.positive[k] for k in labels},
-        {k: prompts.negative[k] for k in labels},
-        {k: prompts.texts[k] for k in labels if k in prompts.texts},
-    )
-
-
-def zero_shot_probabilities(
-    split: SplitEmbeddings,
-    rows: np.ndarray,
-    findings: list[tuple[str, str]],
-    tasks: dict[str, ZeroShotTask],
-    prompts: dict[str, TaskPrompts],
-    logit_scale: float,
-    settings: EvaluateConfig,
-) -> np.ndarray:
-    """``[len(rows), len(findings)]`` zero-shot probabilities of the studies ``rows``, scored by
-    :func:`pipelines.evaluate.evaluate_task` on those studies alone (so the macro AUROC of a column
-    block is ``make evaluate``'s figure for them); NaN where a study lacks the view or the label is
-    excluded."""
-    split = split_rows(split, rows)
-    out = np.full((len(rows), len(findings)), np.nan)
-    for name in dict.fromkeys(n for n, _ in findings):
-        task = tasks[name]
-        labels = [label for n, label in findings if n == name]
-        if task.view not in split.embeddings or not split.present[task.view].any():
-            continue
-        result = evaluate_task(split, None, task, only_labels(prompts[name], labels), logit_scale, settings)
-        scored = np.flatnonzero(split.present[task.view])
-        for label in labels:
-            raw = split.labels.get(task.labels_from, {}).get(label, np.full(len(rows), np.nan))[scored]
-            _, keep, _ = M.binarise_labels(raw, settings.missing_labels)
-            if label in result.curves:
-                out[scored[keep], findings.index((name, label))] = result.curves[label]["y_score"]
-    return out
-
-
-@dataclasses.dataclass
-class Evaluation:
-    """One model state on the eval split: per task, per-study scores (``[n_j]`` retrieval hits or
-    ``[n_j, L_j]`` zero-shot probabilities of its findings), and the held-out task's ``[n_zs, L]``."""
-
-    task_scores: list[np.ndarray]
-    zero_shot: np.ndarray
-
-
-def task_row(evalset: EvalSet, evaluation: Evaluation) -> list[float]:
-    """R entries of one model state (NaN studies left out, as in :func:`summarise`)."""
-    row = []
-    for j, scores in enumerate(evaluation.task_scores):
-        targets = evalset.task_targets[j]
-        if targets is None:
-            row.append(CM.task_entry(scores[np.isfinite(scores)]))
-        else:
-            row.append(CM.task_entry(scores, targets))
-    return row
-
-
-def evaluate_state(model: MultimodalModel, cfg: Config, evalset: EvalSet, device: torch.device) -> Evaluation:
-    feats, present = embed_dataset(
-        model, evalset.dataset, cfg.views, cfg.eval_batch_size, device, cfg.precision
-    )
-    split = SplitEmbeddings(
-        list(evalset.dataset.keys),
-        {v: f.numpy().astype(np.float64) for v, f in feats.items()},
-        {v: p.numpy().astype(bool) for v, p in present.items()},
-        evalset.labels,
-    )
-    tasks = cfg.zero_shot_tasks
-    settings = EvaluateConfig(
-        missing_labels=cfg.missing_labels, bootstrap_resamples=0, prompt_weighting="equal", seed=cfg.seed
-    )
-    names = {n for n, _ in evalset.zs_findings} | {n for f in evalset.task_findings for n, _ in f}
-    with torch.no_grad():
-        prompts = {name: task_prompts(model, tasks[name]) for name in sorted(names)}
-    scale = float(model.logit_scale.detach().exp())
-
-    def probabilities(rows: np.ndarray, findings: list[tuple[str, str]]) -> np.ndarray:
-        return zero_shot_probabilities(split, rows, findings, tasks, prompts, scale, settings)
-
-    if cfg.r_measure == "retrieval":
-        pairs = [(p.a, p.b) for p in cfg.objective.pairs]
-        scores = [study_retrieval_scores(feats, present, rows, pairs) for rows in evalset.task_rows]
-    else:
-        scores = [probabilities(r, f) for r, f in zip(evalset.task_rows, evalset.task_findings, strict=True)]
-    return Evaluation(scores, probabilities(evalset.zs_rows, evalset.zs_findings))
+    return eval_set(cfg, dataset, cfg.tasks, rows)
 
 
 def _ratio(num: float, den: float) -> float:

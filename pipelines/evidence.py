@@ -405,8 +405,8 @@ def zero_shot_auroc(
     import torch
 
     from pipelines.data.dataset import StudyDataset, ViewSpec
-    from pipelines.evaluate import pair_logits
     from pipelines.evaluation.metrics import evaluate_classification
+    from pipelines.evaluation.zero_shot import pair_logits
     from pipelines.training import embed_dataset, resolve_device
 
     views = {modality: ViewSpec(modality=modality, tower=tower)}

@@ -33,7 +33,7 @@ from encoders import MultimodalModel
 from pipelines.config import load_config
 from pipelines.data.dataset import StudyDataset, read_normalisation
 from pipelines.errors import StageError
-from pipelines.evaluate import SplitEmbeddings
+from pipelines.evaluation.embeddings import SplitEmbeddings
 from pipelines.training import TrainConfig, embed_dataset, resolve_device, train
 from pipelines.unlearning import audit, purge, resolve
 from pipelines.unlearning.methods import (

@@ -98,7 +98,7 @@ def test_a_mapping_tagged_replace_replaces_the_default_instead_of_merging(tmp_pa
 
 def test_a_printed_config_loads_back_to_the_same_config(tmp_path: Path) -> None:
     from pipelines.config import dump_yaml
-    from pipelines.evaluate import Config as EvaluateConfig
+    from pipelines.evaluate import EvaluateConfig
 
     repo = Path(__file__).resolve().parents[1]
     speech = load_config(EvaluateConfig, repo / "configs" / "evaluate_speech.yaml")

@@ -120,3 +120,49 @@ def ecg_saliency(
     total = per_lead.sum()
     importance = per_lead / total if total > 0 else np.zeros_like(per_lead)
     return _unit_range(attribution), importance
+
+
+def explanation_examples(
+    model: Any,
+    dataset: Any,
+    views: Any,
+    tasks: Any,
+    directions: Any,
+    n_examples: int,
+    seed: int = 0,
+) -> dict[str, list[dict]]:
+    """Saliency for the first ``n_examples`` studies of ``dataset`` with each image view (X-ray
+    heatmaps, ECG lead saliency), for the finding scored highest. ``tasks``: name -> task config
+    (``view``); ``directions``: name -> {label: embedding direction of the label's score}."""
+    out: dict[str, list[dict]] = {"xray": [], "ecg": []}
+    for name, task_directions in directions.items():
+        task = tasks[name]
+        spec = views[task.view]
+        if spec.modality not in out:
+            continue
+        done = 0
+        for index in range(len(dataset)):
+            if done >= n_examples:
+                break
+            item = dataset[index]
+            inputs = item.get(task.view)
+            if inputs is None:
+                continue
+            mask = item.get(f"{task.view}_lead_mask")
+            with torch.no_grad():
+                kwargs = {"lead_mask": mask.unsqueeze(0)} if mask is not None else {}
+                emb = model.encode(spec.tower, inputs.unsqueeze(0), **kwargs)[0].float().numpy()
+            label = max(task_directions, key=lambda k: float(emb @ task_directions[k]))
+            caption = f"{name}: top finding '{label}' (study {done + 1} of the test split)"
+            if spec.modality == "xray":
+                heat = xray_heatmap(model, inputs, task_directions[label], tower=spec.tower, seed=seed)
+                out["xray"].append({"image": inputs[0].numpy(), "heatmap": heat, "caption": caption})
+            else:
+                sal, importance = ecg_saliency(
+                    model, inputs, task_directions[label], lead_mask=mask, tower=spec.tower, seed=seed
+                )
+                out["ecg"].append(
+                    {"signal": inputs.numpy(), "saliency": sal, "importance": importance, "caption": caption}
+                )
+            done += 1
+    return out

@@ -421,6 +421,53 @@ def roc_points(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.
 # --------------------------------------------------------------------------- retrieval
 
 
+def _rank_counts(
+    queries: np.ndarray, candidates: np.ndarray, groups: Sequence[Any] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: how many candidates score strictly better than its true match, and how many others tie."""
+    q = np.asarray(queries, dtype=np.float64)
+    c = np.asarray(candidates, dtype=np.float64)
+    if q.shape != c.shape or q.ndim != 2:
+        raise ValueError(f"paired embeddings must have equal [N, D] shapes, got {q.shape} and {c.shape}")
+    sims = q @ c.T
+    if groups is None:
+        target = np.diag(sims)[:, None]
+    else:
+        codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1].ravel()
+        if codes.size != q.shape[0]:
+            raise ValueError(f"{codes.size} groups for {q.shape[0]} pairs")
+        sims = np.stack([sims[:, codes == g].max(axis=1) for g in range(int(codes.max()) + 1)], axis=1)
+        target = sims[np.arange(q.shape[0]), codes][:, None]
+    # float equality up to rounding: a true tie in exact arithmetic can differ in the last bits
+    tol = 1e-9 * np.maximum(1.0, np.abs(target))
+    better = (sims > target + tol).sum(axis=1)
+    tied = (np.abs(sims - target) <= tol).sum(axis=1) - 1
+    return better, tied
+
+
+def _hits(better: np.ndarray, tied: np.ndarray, k: int, ties: TieMode) -> np.ndarray:
+    if ties == "expected":
+        return np.clip((k - better) / (tied + 1), 0.0, 1.0)
+    if ties == "optimistic":
+        return (better < k).astype(float)
+    if ties == "pessimistic":
+        return (better + tied < k).astype(float)
+    raise ValueError(f"ties must be expected/optimistic/pessimistic, got {ties!r}")
+
+
+def retrieval_hits(
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    k: int = 1,
+    ties: TieMode = "expected",
+    groups: Sequence[Any] | None = None,
+) -> np.ndarray:
+    """Per query ``i``: the probability that candidate ``i`` is among the top ``k`` (ties as in
+    :func:`retrieval_recall`, whose R@k is the mean of these)."""
+    better, tied = _rank_counts(queries, candidates, groups)
+    return _hits(better, tied, k, ties)
+
+
 def retrieval_recall(
     queries: np.ndarray,
     candidates: np.ndarray,
@@ -440,36 +487,10 @@ def retrieval_recall(
     candidate scored by its best member: retrieving any "seven" for a "seven" is a hit. Without it, a
     dataset where many pairs share a text caps R@1 at about 1 / (pairs per text) however good the model.
     """
-    q = np.asarray(queries, dtype=np.float64)
-    c = np.asarray(candidates, dtype=np.float64)
-    if q.shape != c.shape or q.ndim != 2:
-        raise ValueError(f"paired embeddings must have equal [N, D] shapes, got {q.shape} and {c.shape}")
-    sims = q @ c.T
-    if groups is None:
-        target = np.diag(sims)[:, None]
-    else:
-        codes = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)[1].ravel()
-        if codes.size != q.shape[0]:
-            raise ValueError(f"{codes.size} groups for {q.shape[0]} pairs")
-        sims = np.stack([sims[:, codes == g].max(axis=1) for g in range(int(codes.max()) + 1)], axis=1)
-        target = sims[np.arange(q.shape[0]), codes][:, None]
-    # float equality up to rounding: a true tie in exact arithmetic can differ in the last bits
-    tol = 1e-9 * np.maximum(1.0, np.abs(target))
-    better = (sims > target + tol).sum(axis=1)
-    tied = (np.abs(sims - target) <= tol).sum(axis=1) - 1
-    out = {}
-    for k in ks:
-        if ties == "expected":
-            hit = np.clip((k - better) / (tied + 1), 0.0, 1.0)
-        elif ties == "optimistic":
-            hit = (better < k).astype(float)
-        elif ties == "pessimistic":
-            hit = (better + tied < k).astype(float)
-        else:
-            raise ValueError(f"ties must be expected/optimistic/pessimistic, got {ties!r}")
-        out[f"r@{k}"] = float(hit.mean())
+    better, tied = _rank_counts(queries, candidates, groups)
+    out = {f"r@{k}": float(_hits(better, tied, k, ties).mean()) for k in ks}
     out["median_rank"] = float(np.median(better + tied / 2 + 1))
-    out["n"] = float(q.shape[0])
+    out["n"] = float(len(better))
     return out
 
 
@@ -498,20 +519,22 @@ def retrieval_both_directions(
 # --------------------------------------------------------------------------- modality gap
 
 
-def _l2n(x: np.ndarray) -> np.ndarray:
+def l2_normalise(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
+    """``x / max(||x||, eps)`` along ``axis`` in float64 (zero vectors stay zero): the one normaliser of
+    embeddings in evaluation, prompt weighting and unlearning verification."""
     x = np.asarray(x, dtype=np.float64)
-    return x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
+    return x / np.clip(np.linalg.norm(x, axis=axis, keepdims=True), eps, None)
 
 
 def alignment(a: np.ndarray, b: np.ndarray, alpha: float = 2.0) -> float:
     """``E ||f(x) - f(y)||^alpha`` over positive pairs (Wang & Isola 2020, eq. 4; lower is better)."""
-    return float(np.mean(np.linalg.norm(_l2n(a) - _l2n(b), axis=1) ** alpha))
+    return float(np.mean(np.linalg.norm(l2_normalise(a) - l2_normalise(b), axis=1) ** alpha))
 
 
 def uniformity(x: np.ndarray, t: float = 2.0) -> float:
     """``log E exp(-t ||f(x) - f(y)||^2)`` over distinct pairs (Wang & Isola 2020, eq. 5; lower is
     more uniform on the sphere)."""
-    x = _l2n(x)
+    x = l2_normalise(x)
     n = x.shape[0]
     if n < 2:
         return math.nan
@@ -527,7 +550,7 @@ def modality_gap(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Gap between two modalities' paired embeddings: Euclidean distance between the centroids of
     the normalised embeddings (Liang et al. 2022, "Mind the Gap"), alignment of the pairs and each
     side's uniformity (Wang & Isola 2020)."""
-    a, b = _l2n(a), _l2n(b)
+    a, b = l2_normalise(a), l2_normalise(b)
     return {
         "centroid_distance": float(np.linalg.norm(a.mean(axis=0) - b.mean(axis=0))),
         "alignment": alignment(a, b),

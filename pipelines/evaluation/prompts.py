@@ -186,11 +186,6 @@ def _like(result: torch.Tensor, reference: Array) -> Array:
     return result if isinstance(reference, torch.Tensor) else result.detach().cpu().numpy()
 
 
-def l2_normalise(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:
-    """``x / max(||x||, eps)`` along ``axis`` (zero vectors stay zero)."""
-    return _like(F.normalize(_tensor(x), dim=axis, eps=eps), x)
-
-
 def ensemble(embeddings: Array) -> Array:
     """``[n_templates, d] -> [d]``: mean of the L2-normalised template embeddings, re-normalised.
 

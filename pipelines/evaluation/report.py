@@ -542,3 +542,98 @@ def render_report(context: Mapping[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+# --------------------------------------------------------------------------- the evaluation's context
+
+
+def card_summary(path: Path) -> str:
+    """The first 400 characters of a data card's prose (front matter dropped)."""
+    text = path.read_text(encoding="utf-8")
+    body = text.split("---", 2)[-1].strip() if text.startswith("---") else text
+    return " ".join(body.split())[:400]
+
+
+def _temperature_text(result: Any, val_split: str) -> str:
+    if result.multiclass is not None:
+        return (
+            f"Multi-class: a softmax over {len(result.multiclass.classes)} classes; one temperature fitted "
+            f"on {val_split}: {result.multiclass.temperature:.2f}. Per class, the one-vs-rest probability."
+        )
+    return f"Temperature fitted on {val_split}: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in result.temperature.items()
+    )
+
+
+def _multiclass_context(mc: Any) -> dict[str, Any] | None:
+    if mc is None:
+        return None
+    return {
+        "classes": mc.classes,
+        "n": mc.n,
+        "accuracy": mc.accuracy,
+        "accuracy_ci": mc.accuracy_ci,
+        "chance": 1.0 / len(mc.classes),
+        "confusion": mc.confusion.tolist(),
+        "ece_top_label": mc.ece_top_label,
+        "ece_top_label_calibrated": mc.ece_top_label_calibrated,
+    }
+
+
+def evaluation_context(
+    model: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+    prompt_texts: Mapping[str, Any],
+    val_split: str,
+    data_cards: Sequence[Path] = (),
+    baselines: Sequence[Mapping[str, Any]] = (),
+    explanations: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report context of one evaluation (``evaluation``: ``tasks`` name -> ``TaskResult``, ``test``
+    ``SplitEmbeddings`` and the optional tables ``prompt_weighting``, ``linear_probe``,
+    ``retrieval_rows``, ``gap_rows``); ``model`` is the table shown at the top."""
+    test = evaluation["test"]
+    data_summary = [
+        {
+            "split": model.get("split", ""),
+            "view": view,
+            "studies with this view": int(mask.sum()),
+            "studies": len(test.keys),
+        }
+        for view, mask in test.present.items()
+    ]
+    embeddings, modality, label = [], [], []
+    for view, mask in test.present.items():
+        embeddings.append(test.embeddings[view][mask])
+        modality.extend([view] * int(mask.sum()))
+        label.extend(["study"] * int(mask.sum()))
+    tasks = [
+        task_context(
+            name,
+            tr.result,
+            tr.curves,
+            tr.bins,
+            tr.ece,
+            _temperature_text(tr, val_split),
+            multiclass=_multiclass_context(tr.multiclass),
+        )
+        for name, tr in evaluation["tasks"].items()
+    ]
+    return {
+        "model": dict(model),
+        "model_card": {"data_cards": [{"name": c.stem, "summary": card_summary(c)} for c in data_cards]},
+        "data_summary": data_summary,
+        "tasks": tasks,
+        "baselines": list(baselines),
+        "prompt_weighting": evaluation.get("prompt_weighting"),
+        "linear_probe": evaluation.get("linear_probe"),
+        "retrieval": evaluation.get("retrieval_rows"),
+        "modality_gap": evaluation.get("gap_rows"),
+        "embedding_map": {
+            "embeddings": np.concatenate(embeddings) if embeddings else np.zeros((0, 2)),
+            "modality": modality,
+            "label": label,
+        },
+        "explanations": dict(explanations or {}),
+        "prompts": {name: prompt_texts[name] for name in evaluation["tasks"]},
+    }

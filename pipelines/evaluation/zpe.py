@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _l2n(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    return x / np.clip(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12, None)
+from pipelines.evaluation.metrics import l2_normalise
 
 
 def template_scores(
@@ -30,11 +28,11 @@ def template_scores(
     (templates x classes), ``reference`` ``[M, D]`` for the bias correction (default: ``embeddings``).
     Returns ``[P]``.
     """
-    x = _l2n(np.asarray(embeddings, dtype=np.float64))
-    t = _l2n(np.asarray(text_embeddings, dtype=np.float64))
+    x = l2_normalise(np.asarray(embeddings, dtype=np.float64))
+    t = l2_normalise(np.asarray(text_embeddings, dtype=np.float64))
     if t.ndim != 3 or t.shape[-1] != x.shape[-1]:
         raise ValueError(f"text embeddings must be [templates, classes, {x.shape[-1]}], got {t.shape}")
-    ref = x if reference is None else _l2n(np.asarray(reference, dtype=np.float64))
+    ref = x if reference is None else l2_normalise(np.asarray(reference, dtype=np.float64))
     logits = np.einsum("nd,pcd->pnc", x, t)
     bias = np.einsum("md,pcd->pc", ref, t) / ref.shape[0]
     return (logits - bias[:, None, :]).max(axis=2).mean(axis=1)
@@ -57,8 +55,8 @@ def zpe_weights(
 def weighted_class_embeddings(text_embeddings: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """``[P, C, D]`` -> ``[C, D]``: weighted mean of normalised template embeddings, re-normalised.
     ``weights=None`` is the equal-weight ensemble."""
-    t = _l2n(np.asarray(text_embeddings, dtype=np.float64))
+    t = l2_normalise(np.asarray(text_embeddings, dtype=np.float64))
     w = np.full(t.shape[0], 1.0 / t.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (t.shape[0],):
         raise ValueError(f"{w.size} weights for {t.shape[0]} templates")
-    return _l2n(np.einsum("p,pcd->cd", w, t))
+    return l2_normalise(np.einsum("p,pcd->cd", w, t))

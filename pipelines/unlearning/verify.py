@@ -1,6 +1,6 @@
 """Verification of an unlearned model: membership inference, forget-set alignment, retained performance.
 
-Embeddings come in as :class:`pipelines.evaluate.SplitEmbeddings` (rows = studies) for four groups:
+Embeddings come in as :class:`pipelines.evaluation.embeddings.SplitEmbeddings` (rows = studies) for four groups:
 *members* (retained training studies), *held-out* (the test split: never trained on), *forget* (the
 withdrawn training studies) and a *pool* (the validation split) that serves as shared negatives.
 
@@ -34,8 +34,10 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipelines.evaluate import SplitEmbeddings
 from pipelines.evaluation import metrics as M
+from pipelines.evaluation.embeddings import SplitEmbeddings
+from pipelines.evaluation.metrics import l2_normalise
+from pipelines.evaluation.retrieval import mean_r_at_1
 
 
 @dataclasses.dataclass
@@ -71,10 +73,6 @@ class Verification:
         return "passed" if self.passed else "failed"
 
 
-def _l2n(x: np.ndarray) -> np.ndarray:
-    return x / np.clip(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12, None)
-
-
 def pair_features(
     group: SplitEmbeddings,
     pool: SplitEmbeddings,
@@ -91,12 +89,16 @@ def pair_features(
         rows = np.flatnonzero(group.present[a] & group.present[b])
         if not len(rows):
             continue
-        ea, eb = _l2n(group.embeddings[a][rows]), _l2n(group.embeddings[b][rows])
+        ea, eb = l2_normalise(group.embeddings[a][rows]), l2_normalise(group.embeddings[b][rows])
         pool_a = (
-            _l2n(pool.embeddings[a][pool.present[a]]) if a in pool.embeddings else np.zeros((0, ea.shape[1]))
+            l2_normalise(pool.embeddings[a][pool.present[a]])
+            if a in pool.embeddings
+            else np.zeros((0, ea.shape[1]))
         )
         pool_b = (
-            _l2n(pool.embeddings[b][pool.present[b]]) if b in pool.embeddings else np.zeros((0, eb.shape[1]))
+            l2_normalise(pool.embeddings[b][pool.present[b]])
+            if b in pool.embeddings
+            else np.zeros((0, eb.shape[1]))
         )
         own = np.sum(ea * eb, axis=1)
         losses = []
@@ -185,20 +187,6 @@ def bootstrap_mean_diff(
     ib = rng.integers(0, len(b), (n_resamples, len(b)))
     diffs = a[ia].mean(axis=1) - b[ib].mean(axis=1)
     return float(a.mean() - b.mean()), float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
-
-
-def mean_r_at_1(group: SplitEmbeddings, pairs: Sequence[tuple[str, str]]) -> float:
-    """Mean R@1 over the pairs (both directions), on studies having both views."""
-    values = []
-    for a, b in pairs:
-        both = group.present[a] & group.present[b]
-        if both.sum() < 2:
-            continue
-        scores = M.retrieval_both_directions(
-            group.embeddings[a][both], group.embeddings[b][both], a, b, ks=(1,)
-        )
-        values += [scores[f"r@1.{a}->{b}"], scores[f"r@1.{b}->{a}"]]
-    return float(np.mean(values)) if values else math.nan
 
 
 @dataclasses.dataclass

@@ -19,9 +19,7 @@ from pipelines.continual import (
     load_start_model,
     method_parts,
     read_task_map,
-    split_rows,
     task_keys,
-    zero_shot_probabilities,
 )
 from pipelines.continual_methods.distill import reference_distillation_loss
 from pipelines.continual_methods.metrics import macro_auroc
@@ -30,9 +28,11 @@ from pipelines.continual_methods.weights import l2_to_initial, wise_ft
 from pipelines.data import ids
 from pipelines.data.dataset import StudyDataset, more_views
 from pipelines.errors import StageError
-from pipelines.evaluate import Config as EvaluateConfig
-from pipelines.evaluate import SplitEmbeddings, TaskConfig, TaskPrompts, evaluate_task, task_prompts
+from pipelines.evaluation.embeddings import SplitEmbeddings
 from pipelines.evaluation.metrics import binarise_labels
+from pipelines.evaluation.task_sequence import zero_shot_probabilities
+from pipelines.evaluation.tasks import ZeroShotTaskConfig
+from pipelines.evaluation.zero_shot import TaskPrompts, ZeroShotScoringConfig, evaluate_task, task_prompts
 from pipelines.training import embed_dataset, trainable_state
 from tests.pipelines.processed_fixture import write_processed_dataset
 from tests.pipelines.train_helpers import tiny_more_config
@@ -176,14 +176,14 @@ def test_zero_shot_r_entry_is_make_evaluates_macro_auroc_on_the_tasks_studies() 
         {"xray": present},
         {"radiology_report": labels},
     )
-    task = TaskConfig(view="xray", prompt_set="cxr_findings", labels_from="radiology_report")
+    task = ZeroShotTaskConfig(view="xray", prompt_set="cxr_findings", labels_from="radiology_report")
     prompts = TaskPrompts(
         {k: _unit(rng, (3, 8)) for k in labels}, {k: _unit(rng, (2, 8)) for k in labels}, {}
     )
     rows = np.array([0, 2, 3, 5, 7, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23])
     findings = [("xray_findings", "cardiomegaly"), ("xray_findings", "pneumothorax")]
     probs = zero_shot_probabilities(
-        split, rows, findings, {"xray_findings": task}, {"xray_findings": prompts}, 20.0, EvaluateConfig()
+        split, rows, findings, {"xray_findings": task}, {"xray_findings": prompts}, 20.0
     )
     targets = np.full(probs.shape, np.nan)
     for c, (_, label) in enumerate(findings):
@@ -191,7 +191,7 @@ def test_zero_shot_r_entry_is_make_evaluates_macro_auroc_on_the_tasks_studies() 
         keep &= present[rows]
         targets[keep, c] = y[keep]
     reference = evaluate_task(
-        split_rows(split, rows), None, task, prompts, 20.0, EvaluateConfig(bootstrap_resamples=20)
+        split.rows(rows), None, task, prompts, 20.0, ZeroShotScoringConfig(bootstrap_resamples=20)
     )
     assert np.isfinite(probs).sum() == np.isfinite(targets).sum()
     assert macro_auroc(targets, probs) == pytest.approx(reference.result.macro["auroc"], abs=1e-12)
@@ -229,12 +229,12 @@ def test_r_matrix_start_row_equals_make_evaluates_figure_per_task(data_root: Pat
     for j, spec in enumerate(cfg.tasks):
         rows = np.array([position[k] for k in task_keys(dataset, spec, task_map)])
         figure = evaluate_task(
-            split_rows(split, rows),
+            split.rows(rows),
             None,
             task,
             prompts,
             float(model.logit_scale.detach().exp()),
-            EvaluateConfig(),
+            ZeroShotScoringConfig(),
         ).result.macro["auroc"]
         assert np.isfinite(figure)
         assert summary["start_row"][j] == pytest.approx(figure, abs=1e-9)

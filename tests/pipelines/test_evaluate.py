@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 
 from pipelines.config import load_config
-from pipelines.evaluate import (
-    Config,
-    SplitEmbeddings,
-    TaskConfig,
+from pipelines.evaluate import EvaluateConfig
+from pipelines.evaluation.embeddings import SplitEmbeddings
+from pipelines.evaluation.retrieval import retrieval_and_gap
+from pipelines.evaluation.tasks import ZeroShotTaskConfig
+from pipelines.evaluation.zero_shot import (
     TaskPrompts,
+    ZeroShotScoringConfig,
     evaluate_task,
     pair_logits,
-    retrieval_and_gap,
     task_metric_names,
 )
 
@@ -55,14 +56,14 @@ def _prompts() -> TaskPrompts:
     return TaskPrompts(pos, neg)
 
 
-TASK = TaskConfig(view="xray", prompt_set="test", labels_from="radiology_report")
+TASK = ZeroShotTaskConfig(view="xray", prompt_set="test", labels_from="radiology_report")
 
 
 def test_config_defaults_and_yaml_load():
-    cfg = load_config(Config, REPO / "configs" / "evaluate.yaml", ["bootstrap_resamples=50"])
+    cfg = load_config(EvaluateConfig, REPO / "configs" / "evaluate.yaml", ["scoring.bootstrap_resamples=50"])
     assert cfg.model_name == "morE-cxr-ecg-report" and cfg.model_ref == "champion"
-    assert cfg.split == "test" and cfg.bootstrap_resamples == 50 and cfg.tracking_uri is None
-    assert cfg.report_dir == "reports" and cfg.missing_labels == "exclude"
+    assert cfg.split == "test" and cfg.scoring.bootstrap_resamples == 50 and cfg.tracking_uri is None
+    assert cfg.report_dir == "reports" and cfg.scoring.missing_labels == "exclude"
 
 
 def test_pair_logit_is_the_pair_softmax():
@@ -75,7 +76,7 @@ def test_pair_logit_is_the_pair_softmax():
 
 @pytest.mark.parametrize("weighting", ["equal", "zpe"])
 def test_informative_embeddings_score_well_above_chance(weighting):
-    cfg = Config(bootstrap_resamples=50)
+    cfg = ZeroShotScoringConfig(bootstrap_resamples=50)
     tr = evaluate_task(_split(80, 0, 1.5), _split(40, 1, 1.5), TASK, _prompts(), 20.0, cfg, weighting)
     assert tr.result.macro["auroc"] > 0.85
     assert tr.result.per_class["cardiomegaly"].counts.uncertain == 3
@@ -86,7 +87,7 @@ def test_informative_embeddings_score_well_above_chance(weighting):
 
 
 def test_random_embeddings_sit_at_chance():
-    cfg = Config(bootstrap_resamples=50)
+    cfg = ZeroShotScoringConfig(bootstrap_resamples=50)
     tr = evaluate_task(_split(200, 2, 0.0), None, TASK, _prompts(), 20.0, cfg)
     assert abs(tr.result.macro["auroc"] - 0.5) < 0.1
     low, high = tr.result.macro_ci["auroc"]
@@ -94,7 +95,7 @@ def test_random_embeddings_sit_at_chance():
 
 
 def test_metric_names_for_the_first_task_are_bare_and_every_task_is_prefixed():
-    cfg = Config(bootstrap_resamples=20)
+    cfg = ZeroShotScoringConfig(bootstrap_resamples=20)
     tr = evaluate_task(_split(60, 3, 1.0), _split(30, 4, 1.0), TASK, _prompts(), 20.0, cfg)
     first = task_metric_names("xray_findings", True, tr)
     assert {
@@ -141,14 +142,14 @@ def _intent_prompts(d: int = 12) -> TaskPrompts:
     return TaskPrompts(pos, {c: np.zeros((0, d)) for c in INTENTS})
 
 
-INTENT_TASK = TaskConfig(
+INTENT_TASK = ZeroShotTaskConfig(
     view="speech", prompt_set="speech_intents", labels_from="speech", kind="multiclass", label_column="intent"
 )
 
 
 @pytest.mark.parametrize("weighting", ["equal", "zpe"])
 def test_multiclass_accuracy_is_the_argmax_over_class_prompts(weighting):
-    cfg = Config(bootstrap_resamples=100)
+    cfg = ZeroShotScoringConfig(bootstrap_resamples=100)
     test, prompts = _intent_split(90, 0, 1.0), _intent_prompts()
     tr = evaluate_task(test, _intent_split(45, 1, 1.0), INTENT_TASK, prompts, 20.0, cfg, weighting)
     mc = tr.multiclass
@@ -172,7 +173,7 @@ def test_multiclass_accuracy_is_the_argmax_over_class_prompts(weighting):
 
 
 def test_multiclass_on_random_embeddings_sits_at_chance_and_names_its_metrics():
-    cfg = Config(bootstrap_resamples=200)
+    cfg = ZeroShotScoringConfig(bootstrap_resamples=200)
     tr = evaluate_task(_intent_split(300, 3, 0.0), None, INTENT_TASK, _intent_prompts(), 20.0, cfg)
     low, high = tr.multiclass.accuracy_ci
     assert abs(tr.multiclass.accuracy - 1 / 3) < 0.1 and low < tr.multiclass.accuracy < high
@@ -186,7 +187,7 @@ def test_multiclass_on_random_embeddings_sits_at_chance_and_names_its_metrics():
 
 
 def test_speech_evaluation_config_replaces_the_default_views_and_tasks():
-    cfg = load_config(Config, REPO / "configs" / "evaluate_speech.yaml")
+    cfg = load_config(EvaluateConfig, REPO / "configs" / "evaluate_speech.yaml")
     assert set(cfg.views) == {"speech", "transcript"} and set(cfg.tasks) == {"speech_intents"}
     task = cfg.tasks["speech_intents"]
     assert task.kind == "multiclass" and task.label_column == "intent" and cfg.key == "sample_id"
@@ -209,7 +210,7 @@ def test_report_of_a_registered_speech_model_shows_the_logged_intent_accuracy(tm
     train_cfg = tiny_speech_config(data_root, tmp_path, max_steps=2, registered_model="tiny-speech")
     assert run_speech(train_cfg) == 0
     cfg = load_config(
-        Config,
+        EvaluateConfig,
         REPO / "configs" / "evaluate_speech.yaml",
         [
             f"data_root={data_root}",
@@ -217,7 +218,7 @@ def test_report_of_a_registered_speech_model_shows_the_logged_intent_accuracy(tm
             "model_name=tiny-speech",
             "model_ref=latest",
             "max_speech_s=0.1",
-            "bootstrap_resamples=20",
+            "scoring.bootstrap_resamples=20",
             f"report_dir={tmp_path / 'reports'}",
         ],
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.evaluate import SplitEmbeddings
+from pipelines.evaluation.embeddings import SplitEmbeddings
 from pipelines.unlearning.verify import ModelEmbeddings, VerifyConfig, verify_unlearning
 
 PAIRS = [("xray", "radiology_report")]

@@ -1,0 +1,150 @@
+"""Zero-shot tasks: which view is scored against which prompt set, labelled by which manifest columns.
+
+A binary task (findings, diagnoses) scores each label of its prompt set as a positive/negative prompt
+pair; a multi-class task (spoken intents) scores one class per sample as a softmax over the classes'
+prompts. :func:`resolve_classes` fills a multi-class task's classes from its prompt set or the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+from pipelines.errors import StageError
+
+Mode = Literal["pair", "multiclass"]
+
+
+@dataclasses.dataclass
+class ZeroShotTaskConfig:
+    """One zero-shot task: embeddings of ``view`` scored against the prompt set.
+
+    ``binary`` (findings, diagnoses): each label is a pos/neg prompt pair; labels are the columns
+    (named like the prompt set's labels, 1/0/-1/empty) of the manifest rows of ``labels_from``.
+    ``multiclass`` (spoken intents, keywords): one class per sample, the value of column
+    ``label_column`` of ``labels_from``'s rows; scored as a softmax over the classes' prompts (the
+    prompt set's generic templates filled with each class name). ``classes`` empty = every value of
+    the column in the train, validation and test splits."""
+
+    view: str
+    prompt_set: str
+    labels_from: str
+    kind: Literal["binary", "multiclass"] = "binary"
+    label_column: str = dataclasses.field(default="", metadata={"help": "multiclass: the class column"})
+    classes: list[str] = dataclasses.field(
+        default_factory=list, metadata={"help": "multiclass: class names; empty = from the data"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("binary", "multiclass"):
+            raise ValueError(f"task kind must be binary or multiclass, got {self.kind!r}")
+        if self.kind == "binary" and (self.label_column or self.classes):
+            raise ValueError("label_column and classes belong to multiclass tasks")
+
+    @property
+    def mode(self) -> Mode:
+        return "multiclass" if self.kind == "multiclass" else "pair"
+
+
+def default_zero_shot_tasks() -> dict[str, ZeroShotTaskConfig]:
+    """The MoRE model's zero-shot tasks: X-ray findings and ECG diagnoses, labelled by their reports."""
+    return {
+        "xray_findings": ZeroShotTaskConfig(
+            view="xray", prompt_set="cxr_findings", labels_from="radiology_report"
+        ),
+        "ecg_diagnoses": ZeroShotTaskConfig(
+            view="ecg", prompt_set="ecg_diagnoses", labels_from="cardiology_report"
+        ),
+    }
+
+
+def task_prompt_set(task: ZeroShotTaskConfig) -> Any:
+    """The task's prompt set; for a multi-class task, one entry per class (the class's own prompts when
+    the file has them, else the set's generic templates filled with the class name)."""
+    from pipelines.evaluation.prompts import load_prompt_set
+
+    prompt_set = load_prompt_set(task.prompt_set)
+    if task.kind != "multiclass":
+        return prompt_set
+    filled = prompt_set.with_labels(task.classes)
+    own = set(prompt_set.positives)
+    return dataclasses.replace(
+        prompt_set,
+        positives={c: (prompt_set if c in own else filled).positives[c] for c in task.classes},
+        negatives={c: (prompt_set if c in own else filled).negatives[c] for c in task.classes},
+    )
+
+
+def task_prompt_texts(task: ZeroShotTaskConfig) -> dict[str, dict[str, list[str]]]:
+    """``{label: {"positive": [...], "negative": [...]}}`` of the task's prompt set."""
+    prompt_set = task_prompt_set(task)
+    return {
+        label: dict(zip(("positive", "negative"), map(list, prompt_set.texts_for(label)), strict=True))
+        for label in prompt_set.labels
+    }
+
+
+def label_columns(task: ZeroShotTaskConfig) -> list[str]:
+    """The manifest columns a binary task reads (its prompt set's labels)."""
+    return list(task_prompt_set(task).labels)
+
+
+def class_column(dataset: Any, task: ZeroShotTaskConfig) -> Any:
+    """A multi-class task's label column (pandas Series, NaN where the view or value is missing)."""
+    values = dataset.labels(task.labels_from, [task.label_column])[task.label_column]
+    return values.where(values.notna() & (values.astype(str).str.strip() != ""))
+
+
+def task_labels(
+    dataset: Any, tasks: Iterable[ZeroShotTaskConfig], views: Mapping[str, Any]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Raw labels of ``dataset``'s rows per ``labels_from`` view: a binary task's columns as they are
+    (1/0/-1/NaN), a multi-class task's class column as one-hot columns named by class."""
+    labels: dict[str, dict[str, np.ndarray]] = {}
+    for task in tasks:
+        if task.labels_from not in views:
+            continue
+        columns = labels.setdefault(task.labels_from, {})
+        if task.kind == "multiclass":
+            values = class_column(dataset, task)
+            known = values.notna().to_numpy()
+            for c in task.classes:
+                columns[c] = np.where(known, (values.astype(str) == c).to_numpy(dtype=float), np.nan)
+        else:
+            names = label_columns(task)
+            table = dataset.labels(task.labels_from, names)
+            columns.update({c: table[c].to_numpy(dtype=float) for c in names})
+    return labels
+
+
+def resolve_classes(
+    tasks: Mapping[str, ZeroShotTaskConfig], datasets: Callable[[], Iterable[Any]], where: str
+) -> dict[str, ZeroShotTaskConfig]:
+    """``tasks`` with every multi-class task's ``classes`` filled: as configured, else the prompt set's
+    labels, else the sorted values of ``label_column`` over ``datasets()`` (train, validation, test)."""
+    from pipelines.evaluation.prompts import load_prompt_set
+
+    out = dict(tasks)
+    for name, task in tasks.items():
+        if task.kind != "multiclass" or task.classes:
+            continue
+        if not task.label_column:
+            raise StageError(
+                f"task {name}: a multiclass task needs label_column (the manifest column of classes)"
+            )
+        classes = load_prompt_set(task.prompt_set).labels
+        if not classes:
+            seen: set[str] = set()
+            for dataset in datasets():
+                seen.update(class_column(dataset, task).dropna().astype(str))
+            classes = sorted(seen)
+        if len(classes) < 2:
+            raise StageError(
+                f"task {name}: column {task.label_column!r} of {task.labels_from} has {len(classes)} "
+                f"class(es) in {where}; a multiclass task needs at least 2"
+            )
+        out[name] = dataclasses.replace(task, classes=list(classes))
+    return out
