@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 LOCK_TAG = "promotion.lock"
 
@@ -136,7 +138,13 @@ def tag_lock(
         held = _read_lock(client, name)
         if held is None or float(held.get("expires", 0.0)) < time.time():
             value = json.dumps({"owner": token, "expires": time.time() + stale_s})
-            client.set_registered_model_tag(name, LOCK_TAG, value)
+            try:
+                client.set_registered_model_tag(name, LOCK_TAG, value)
+            except MlflowException as error:
+                # Two first writers race on the tag's insert; the server's unique constraint turns
+                # the loser's write into an error. Losing that race is the same as seeing a live lock.
+                if "UNIQUE" not in str(error).upper() and "INTEGRITY" not in str(error).upper():
+                    raise
             time.sleep(settle_s)
             confirmed = _read_lock(client, name)
             if confirmed is not None and confirmed.get("owner") == token:
