@@ -1,13 +1,11 @@
-"""The contrastive training run: data, model, optimiser, the loop, validation and checkpoints."""
+"""The contrastive training run (``train-more``, ``train-speech``, and retraining after unlearning):
+data, model, the :class:`ContrastiveTask` through the one loop, validation, checkpoints and resume."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 import os
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +13,93 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn
-from tqdm import tqdm
 
-from encoders import MultimodalModel
+from encoders import ContrastiveObjective, MultimodalModel
 from pipelines.data.augment import step_generator
 from pipelines.data.dataset import StudyDataset, collate_studies, read_normalisation
 from pipelines.errors import StageError
 from pipelines.training.checkpoint import atomic_torch_save, rng_state, set_rng_state, trainable_state
 from pipelines.training.config import TrainConfig, check_config
-from pipelines.training.distributed import init_distributed, resolve_device
+from pipelines.training.distributed import DistInfo, init_distributed, resolve_device
 from pipelines.training.embedding import SPEECH_FS_HZ, ViewEncoder, augment_batch, move_batch
-from pipelines.training.objective import build_objective, compute_loss
-from pipelines.training.precision import autocast_context
-from pipelines.training.references import build_reference_cache
-from pipelines.training.schedule import cosine_with_warmup, epoch_batches
+from pipelines.training.loop import (
+    Callback,
+    Engine,
+    LoopSettings,
+    LoopState,
+    StepOutput,
+    StepSource,
+    Task,
+    fit,
+)
+from pipelines.training.objective import build_objective
+from pipelines.training.references import ReferenceCache, build_reference_cache
+from pipelines.training.schedule import epoch_batches
 from pipelines.training.validation import validate
+
+
+class ContrastiveTask(Task):
+    """CLIP / CWCL / DCL over the configured view pairs: the loss of the whole accumulated batch."""
+
+    def __init__(self, objective: ContrastiveObjective, references: ReferenceCache | None) -> None:
+        self.objective = objective
+        self.references = references
+
+    def targets(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        refs = self.references(batch, device) if self.references is not None else {}
+        return super().targets(batch, device) | {"reference": refs}
+
+    def loss(self, outputs: dict[str, Any], targets: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        features = outputs["features"]
+        present = {view: targets["present"][view] for view in features}
+        loss, parts = self.objective(features, present, outputs["logit_scale"], targets["reference"] or None)
+        return loss, {f"loss.{name}": value for name, value in parts.items()}
+
+
+class StudyBatches(StepSource):
+    """Seeded epochs of a study dataset, ``accumulation_steps`` micro-batches per step, each collated,
+    moved to the device and augmented from the step's own generator (so a resumed run draws the same)."""
+
+    def __init__(
+        self,
+        dataset: StudyDataset,
+        cfg: TrainConfig,
+        device: torch.device,
+        dist: DistInfo,
+        ecg_fs_hz: float,
+        rows: list[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.dataset, self.cfg, self.device, self.dist = dataset, cfg, device, dist
+        self.ecg_fs_hz = ecg_fs_hz
+        self.rows = rows if rows is not None else list(range(len(dataset)))
+        self.seed = cfg.seed if seed is None else seed
+        self.epochs = cfg.epochs
+        self.accumulation = cfg.optim.accumulation_steps
+        self._batches: dict[int, list[list[int]]] = {}
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._batches:
+            order = epoch_batches(len(self.rows), self.cfg.batch_size, self.seed, epoch, self.dist)
+            self._batches = {epoch: [[self.rows[i] for i in batch] for batch in order]}
+        return self._batches[epoch]
+
+    def positions(self, epoch: int) -> list[int]:
+        usable = (len(self.batches(epoch)) // self.accumulation) * self.accumulation
+        return list(range(0, usable, self.accumulation))
+
+    def items(self, epoch: int, position: int, micro: int) -> list[dict[str, Any]]:
+        return [self.dataset[i] for i in self.batches(epoch)[position + micro]]
+
+    def micro_batches(self, epoch: int, position: int) -> list[dict[str, Any]]:
+        generator = step_generator(self.seed, epoch, position)
+        out = []
+        for micro in range(self.accumulation):
+            batch = move_batch(
+                collate_studies(self.items(epoch, position, micro), self.cfg.views), self.device
+            )
+            out.append(augment_batch(batch, self.cfg.views, self.cfg.augment, generator, self.ecg_fs_hz))
+        return out
 
 
 @dataclasses.dataclass
@@ -43,8 +113,91 @@ class TrainResult:
     last_state: dict[str, torch.Tensor]
 
 
+class CheckpointAndValidate(Callback):
+    """``last.pt`` every ``checkpoint_every`` steps and after each epoch (what ``resume`` continues
+    from); validation R@1 after each epoch, ``best.pt`` when it improves."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: MultimodalModel,
+        engine: Engine,
+        val_set: StudyDataset,
+        tracker: Any | None,
+    ) -> None:
+        self.cfg, self.model, self.engine, self.val_set, self.tracker = cfg, model, engine, val_set, tracker
+        self.dir = Path(cfg.checkpoint_dir)
+        self.last_path, self.best_path = self.dir / "last.pt", self.dir / "best.pt"
+        self.best: dict[str, float] = {"val.mean_r@1": -1.0}
+
+    def resume(self) -> LoopState:
+        if not (self.cfg.resume and self.last_path.is_file()):
+            if self.cfg.resume and self.engine.dist.is_main:
+                print(f"resume=true but no checkpoint at {self.last_path}: starting from scratch")
+            return LoopState()
+        state = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"], strict=False)
+        self.engine.load_state_dict(state)
+        set_rng_state(state["rng"])
+        self.best = state["best"]
+        if self.engine.dist.is_main:
+            print(
+                f"resuming from {self.last_path}: step {state['step']}, epoch {state['epoch']}, batch {state['batch']}"
+            )
+        return LoopState(step=state["step"], epoch=state["epoch"], position=state["batch"])
+
+    def save(self, state: LoopState, epoch: int, position: int) -> None:
+        if not self.engine.dist.is_main:
+            return
+        atomic_torch_save(
+            {
+                "model": trainable_state(self.model),
+                **self.engine.state_dict(),
+                "rng": rng_state(),
+                "step": state.step,
+                "epoch": epoch,
+                "batch": position,
+                "best": self.best,
+                "config": dataclasses.asdict(self.cfg),
+            },
+            self.last_path,
+        )
+
+    def after_step(self, state: LoopState, output: StepOutput) -> None:
+        if self.cfg.checkpoint_every and state.step % self.cfg.checkpoint_every == 0:
+            self.save(state, state.epoch, state.position)
+
+    def after_epoch(self, state: LoopState, epoch: int) -> None:
+        if self.engine.dist.is_main:
+            metrics = validate(self.model, self.val_set, self.cfg, self.engine.device)
+            metrics["epoch"] = float(epoch + 1)
+            if self.tracker is not None:
+                self.tracker.log_metrics(metrics, state.step)
+            shown = {
+                k: round(v, 3) for k, v in metrics.items() if k.startswith("val.r@1") or k == "val.mean_r@1"
+            }
+            print(f"epoch {epoch + 1}: {shown}")
+            if metrics["val.mean_r@1"] > self.best["val.mean_r@1"]:
+                self.best = metrics
+                atomic_torch_save(
+                    {"model": trainable_state(self.model), "step": state.step, "metrics": metrics},
+                    self.best_path,
+                )
+        self.save(state, epoch + 1, 0)
+        if self.engine.dist.world_size > 1:
+            torch_dist.barrier()
+
+
+def _log_trainable(model: MultimodalModel, tracker: Any | None) -> None:
+    report = model.trainable_report()
+    for tower, counts in report.items():
+        print(f"tower {tower}: {counts['trainable']:,} trainable / {counts['total']:,} parameters")
+    if tracker is not None:
+        tracker.log_metrics({f"params.{t}.{k}": float(v) for t, c in report.items() for k, v in c.items()}, 0)
+
+
 def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
-    """The training loop. ``tracker`` (optional) gets ``log_metrics(dict, step)``; MLflow in ``run``."""
+    """Train contrastively; ``tracker`` (optional) gets ``log_metrics(dict, step)`` (MLflow in the stage)."""
     check_config(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -53,15 +206,11 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    views = cfg.views
     max_speech = int(cfg.max_speech_s * SPEECH_FS_HZ)
-    train_set = StudyDataset(cfg.data_root, "train", views, key=cfg.key, max_speech_samples=max_speech)
-    val_set = StudyDataset(cfg.data_root, "val", views, key=cfg.key, max_speech_samples=max_speech)
-    ecg_fs = (
-        float(read_normalisation(cfg.data_root, "ecg").get("fs_hz", 500))
-        if "ecg" in cfg.model.towers
-        else 500.0
-    )
+    train_set = StudyDataset(cfg.data_root, "train", cfg.views, key=cfg.key, max_speech_samples=max_speech)
+    val_set = StudyDataset(cfg.data_root, "val", cfg.views, key=cfg.key, max_speech_samples=max_speech)
+    has_ecg = "ecg" in cfg.model.towers
+    ecg_fs = float(read_normalisation(cfg.data_root, "ecg").get("fs_hz", 500)) if has_ecg else 500.0
 
     model = MultimodalModel(cfg.model).to(device)
     encoder: nn.Module = ViewEncoder(model, cfg.views)
@@ -71,174 +220,39 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
         )
     if cfg.compile:
         encoder = torch.compile(encoder)
-    objective = build_objective(cfg.objective, distributed=dist.world_size > 1)
-    references = build_reference_cache(model, cfg, train_set)
-    optimizer = torch.optim.AdamW(
-        model.param_groups(cfg.optim.weight_decay),
-        lr=cfg.optim.lr,
-        betas=tuple(cfg.optim.betas),
-        eps=cfg.optim.eps,
+    task = ContrastiveTask(
+        build_objective(cfg.objective, distributed=dist.world_size > 1),
+        build_reference_cache(model, cfg, train_set),
     )
-    batches_per_epoch = len(epoch_batches(len(train_set), cfg.batch_size, cfg.seed, 0, dist))
-    if batches_per_epoch == 0:
+    source = StudyBatches(train_set, cfg, device, dist, ecg_fs)
+    if not source.batches(0):
         raise StageError(
             f"training split has {len(train_set)} studies: too few for batch_size={cfg.batch_size}"
         )
-    steps_per_epoch = max(1, batches_per_epoch // cfg.optim.accumulation_steps)
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: cosine_with_warmup(s, cfg.optim.warmup_steps, total_steps, cfg.optim.min_lr_ratio),
+    steps_per_epoch = max(1, len(source.batches(0)) // cfg.optim.accumulation_steps)
+    engine = Engine(
+        model, encoder, cfg.optim, cfg.max_steps or steps_per_epoch * cfg.epochs, device, cfg.precision, dist
     )
-    use_scaler = device.type == "cuda" and cfg.precision == "fp16"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-
-    ckpt_dir = Path(cfg.checkpoint_dir)
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    step, start_epoch, start_batch = 0, 0, 0
-    best: dict[str, float] = {"val.mean_r@1": -1.0}
-    if cfg.resume and last_path.is_file():
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        step, start_epoch, start_batch = state["step"], state["epoch"], state["batch"]
-        best = state["best"]
-        if dist.is_main:
-            print(f"resuming from {last_path}: step {step}, epoch {start_epoch}, batch {start_batch}")
-    elif cfg.resume and dist.is_main:
-        print(f"resume=true but no checkpoint at {last_path}: starting from scratch")
-
-    def save_checkpoint(path: Path, epoch: int, batch: int) -> None:
-        if not dist.is_main:
-            return
-        atomic_torch_save(
-            {
-                "model": trainable_state(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": rng_state(),
-                "step": step,
-                "epoch": epoch,
-                "batch": batch,
-                "best": best,
-                "config": dataclasses.asdict(cfg),
-            },
-            path,
-        )
-
+    checkpoints = CheckpointAndValidate(cfg, model, engine, val_set, tracker)
+    state = checkpoints.resume()
     if dist.is_main:
-        for tower, counts in model.trainable_report().items():
-            print(f"tower {tower}: {counts['trainable']:,} trainable / {counts['total']:,} parameters")
-        if tracker is not None:
-            tracker.log_metrics(
-                {
-                    f"params.{t}.{k}": float(v)
-                    for t, c in model.trainable_report().items()
-                    for k, v in c.items()
-                },
-                0,
-            )
-
-    model.train()
-    samples_seen, train_time = 0, 0.0
-    done = step >= total_steps
-    accum = cfg.optim.accumulation_steps
-    for epoch in range(start_epoch, cfg.epochs):
-        if done:
-            break
-        batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch, dist)
-        usable = (len(batches) // accum) * accum
-        first = start_batch if epoch == start_epoch else 0
-        progress = tqdm(
-            range(first, usable, accum),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=not dist.is_main,
-            unit="step",
-            dynamic_ncols=True,
-        )
-        for b in progress:
-            tick = time.perf_counter()
-            generator = step_generator(cfg.seed, epoch, b)
-            optimizer.zero_grad(set_to_none=True)
-            loss_value, parts_total = 0.0, {}
-            for micro in range(accum):
-                items = [train_set[i] for i in batches[b + micro]]
-                batch = move_batch(collate_studies(items, views), device)
-                batch = augment_batch(batch, cfg.views, cfg.augment, generator, ecg_fs)
-                sync = contextlib.nullcontext()
-                if dist.world_size > 1 and micro < accum - 1:
-                    sync = encoder.no_sync()
-                with sync, autocast_context(device, cfg.precision):
-                    loss, parts = compute_loss(encoder, objective, batch, references)
-                scaler.scale(loss / accum).backward()
-                loss_value += float(loss.detach()) / accum
-                for k, v in parts.items():
-                    parts_total[k] = parts_total.get(k, 0.0) + float(v) / accum
-                samples_seen += len(items) * dist.world_size
-            if not math.isfinite(loss_value):
-                raise StageError(f"loss became {loss_value} at step {step}: lower optim.lr or check the data")
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            model.clamp_logit_scale()
-            step += 1
-            train_time += time.perf_counter() - tick
-            throughput = samples_seen / max(train_time, 1e-9)
-            progress.set_postfix(loss=f"{loss_value:.3f}", sps=f"{throughput:.1f}")
-            if dist.is_main and tracker is not None and (step % cfg.log_every == 0 or step == 1):
-                metrics = {
-                    "train.loss": loss_value,
-                    "train.lr": scheduler.get_last_lr()[0],
-                    "train.grad_norm": float(grad_norm),
-                    "train.logit_scale": float(model.logit_scale.detach().exp()),
-                    "train.samples_per_s": throughput,
-                }
-                metrics.update({f"train.loss.{k}": v for k, v in parts_total.items()})
-                tracker.log_metrics(metrics, step)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                next_epoch, next_batch = (epoch, b + accum) if b + accum < usable else (epoch + 1, 0)
-                save_checkpoint(last_path, next_epoch, next_batch)
-            if step >= total_steps:
-                done = True
-                break
-        if dist.is_main:
-            metrics = validate(model, val_set, cfg, device)
-            metrics["epoch"] = float(epoch + 1)
-            if tracker is not None:
-                tracker.log_metrics(metrics, step)
-            shown = {
-                k: round(v, 3) for k, v in metrics.items() if k.startswith("val.r@1") or k == "val.mean_r@1"
-            }
-            print(f"epoch {epoch + 1}: {shown}")
-            if metrics["val.mean_r@1"] > best["val.mean_r@1"]:
-                best = metrics
-                atomic_torch_save(
-                    {"model": trainable_state(model), "step": step, "metrics": metrics}, best_path
-                )
-        save_checkpoint(last_path, epoch + 1, 0)
-        if dist.world_size > 1:
-            torch_dist.barrier()
+        _log_trainable(model, tracker)
+    settings = LoopSettings(log_every=cfg.log_every, description="epoch")
+    state = fit(engine, task, source, state, [checkpoints], tracker if dist.is_main else None, settings)
 
     last_state = trainable_state(model)
-    if best_path.is_file():
-        model.load_state_dict(
-            torch.load(best_path, map_location="cpu", weights_only=False)["model"], strict=False
-        )
-    model_dir = ckpt_dir / "model"
+    if checkpoints.best_path.is_file():
+        best = torch.load(checkpoints.best_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(best["model"], strict=False)
+    model_dir = checkpoints.dir / "model"
     if dist.is_main:
         model.save_pretrained(model_dir)
     return TrainResult(
         model=model,
-        best_metrics=best,
-        steps=step,
-        samples_per_s=samples_seen / max(train_time, 1e-9),
-        checkpoint_dir=ckpt_dir,
+        best_metrics=checkpoints.best,
+        steps=state.step,
+        samples_per_s=state.samples_per_s,
+        checkpoint_dir=checkpoints.dir,
         model_dir=model_dir,
         last_state=last_state,
     )
