@@ -19,11 +19,11 @@ from pipelines.errors import StageError
 # stage name -> (module, run function, config class). Aliases map to the same entry.
 STAGES: dict[str, tuple[str, str, str]] = {
     "demo-data": ("pipelines.demo_data", "run", "DemoDataConfig"),
-    "preprocess": ("pipelines.preprocess", "run_all", "Config"),
-    "preprocess-xray": ("pipelines.preprocess", "run_xray", "Config"),
-    "preprocess-ecg": ("pipelines.preprocess", "run_ecg", "Config"),
-    "preprocess-speech": ("pipelines.preprocess", "run_speech", "Config"),
-    "preprocess-reports": ("pipelines.preprocess", "run_reports", "Config"),
+    "preprocess": ("pipelines.preprocess", "run_all", "PreprocessConfig"),
+    "preprocess-xray": ("pipelines.preprocess", "run_xray", "PreprocessConfig"),
+    "preprocess-ecg": ("pipelines.preprocess", "run_ecg", "PreprocessConfig"),
+    "preprocess-speech": ("pipelines.preprocess", "run_speech", "PreprocessConfig"),
+    "preprocess-reports": ("pipelines.preprocess", "run_reports", "PreprocessConfig"),
     "train-more": ("pipelines.train", "run_more", "Config"),
     "train-speech": ("pipelines.train", "run_speech", "SpeechConfig"),
     "evaluate": ("pipelines.evaluate", "run", "EvaluateConfig"),

@@ -165,11 +165,11 @@ def preprocess(
     cfg: Config, dataset: str, modality: str, root: Path, lister: Callable | None = None, **extra: Any
 ) -> dict[str, Any]:
     """Preprocess ``root`` as ``dataset`` into ``<processed>/<dataset>``; returns its summary.json."""
-    from pipelines import preprocess as stage
+    from pipelines.data.preprocessing import PreprocessConfig, process_modality
 
     lister = lister or adapters.adapter_for(dataset, modality) or registry.get(modality).list_items
     out = Path(cfg.processed) / dataset
-    config = stage.Config(
+    config = PreprocessConfig(
         dataset=dataset,
         root=str(root),
         out=str(out),
@@ -180,9 +180,8 @@ def preprocess(
         licence=extra.pop("licence", ""),
         **extra,
     )
-    run = {"xray": stage.run_xray, "ecg": stage.run_ecg, "speech": stage.run_speech}[modality]
     with _source(modality, lister):
-        run(config)
+        process_modality(config, modality)
     return json.loads((out / modality / "summary.json").read_text())
 
 

@@ -133,9 +133,9 @@ def _collect(modality: str, work: Path, demo_root: Path, max_files: int) -> Path
 
 def _time_stage(modality: str, root: Path, out: Path, workers: int) -> _Clock:
     """Time of one complete ``preprocess-<modality>`` run into the empty folder ``out``."""
-    from pipelines import preprocess
+    from pipelines.data.preprocessing import PreprocessConfig, process_modality
 
-    cfg = preprocess.Config(
+    cfg = PreprocessConfig(
         dataset=f"bench-{modality}",
         root=str(root),
         out=str(out / "processed"),
@@ -144,7 +144,7 @@ def _time_stage(modality: str, root: Path, out: Path, workers: int) -> _Clock:
         progress=False,
     )
     with _Clock() as clock:
-        getattr(preprocess, f"run_{modality}")(cfg)  # the pool's workers are joined before it returns
+        process_modality(cfg, modality)  # the pool's workers are joined before it returns
     return clock
 
 

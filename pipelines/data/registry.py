@@ -46,7 +46,9 @@ class Modality:
     ``config``; ``card_labels`` are manifest columns counted per split in the data card (``;``
     separates several values in one cell, as in ECG ``dx``). ``libraries`` are imported by the stage
     before its workers fork, so no worker pays their import time (pydicom + plugins alone take ~0.3 s
-    per process). ``view`` is the kind that turns stored samples into tower inputs.
+    per process). ``view`` is the kind that turns stored samples into tower inputs. ``subject_columns``
+    are manifest columns that hold the subject under another name (a speech ``speaker``): they get the
+    salted subject ID, never the raw name.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Modality:
     view: ViewKind
     card_labels: tuple[str, ...] = ()
     libraries: tuple[str, ...] = ()
+    subject_columns: tuple[str, ...] = ()
 
 
 MODALITIES: dict[str, Modality] = {
@@ -92,6 +95,7 @@ MODALITIES: dict[str, Modality] = {
         config_attr="speech",
         view=SpeechView(),
         card_labels=("intent",),
+        subject_columns=("speaker",),
     ),
 }
 

@@ -74,7 +74,7 @@ def _broken(root: Path) -> dict[str, str]:
     }
 
 
-def _config(tmp_path: Path, **overrides) -> preprocess.Config:
+def _config(tmp_path: Path, **overrides) -> preprocess.PreprocessConfig:
     values = {
         "root": str(tmp_path / "raw"),
         "out": str(tmp_path / "out"),
@@ -86,10 +86,10 @@ def _config(tmp_path: Path, **overrides) -> preprocess.Config:
         "salt": SALT,
         **overrides,
     }
-    return preprocess.Config(**values)
+    return preprocess.PreprocessConfig(**values)
 
 
-def _summary(cfg: preprocess.Config, modality: str = "speech") -> dict:
+def _summary(cfg: preprocess.PreprocessConfig, modality: str = "speech") -> dict:
     return json.loads((cfg.out_dir / modality / "summary.json").read_text())
 
 

@@ -61,7 +61,7 @@ def _reports_csv(root: Path) -> None:
 def processed(tmp_path: Path) -> tuple[Path, Path]:
     raw, out = tmp_path / "raw", tmp_path / "out"
     _reports_csv(raw)
-    cfg = preprocess.Config(
+    cfg = preprocess.PreprocessConfig(
         dataset="tiny",
         root=str(raw),
         out=str(out),

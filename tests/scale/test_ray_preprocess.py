@@ -69,7 +69,7 @@ def _mixed_folder(root: Path, n_subjects: int = 6) -> Path:
     return root
 
 
-def _config(root: Path, out: Path, **overrides) -> preprocess.Config:
+def _config(root: Path, out: Path, **overrides) -> preprocess.PreprocessConfig:
     values = {
         "root": str(root),
         "out": str(out),
@@ -81,7 +81,7 @@ def _config(root: Path, out: Path, **overrides) -> preprocess.Config:
         "salt": SALT,
         **overrides,
     }
-    return preprocess.Config(**values)
+    return preprocess.PreprocessConfig(**values)
 
 
 def _outputs(out: Path, modality: str) -> tuple[pd.DataFrame, pd.DataFrame, list[np.ndarray]]:

@@ -23,8 +23,8 @@ SUBJECT_FOLDER = "CANARYSUBJECT-MRN-998877"
 CANARY_MARKERS = [*CANARIES, "Canary", "998877", "12345678"]
 
 
-def _config(tmp_path: Path) -> preprocess.Config:
-    return preprocess.Config(
+def _config(tmp_path: Path) -> preprocess.PreprocessConfig:
+    return preprocess.PreprocessConfig(
         root=str(tmp_path / "raw"),
         out=str(tmp_path / "out"),
         cards_dir=str(tmp_path / "cards"),
@@ -74,7 +74,7 @@ def _xray_files(root: Path) -> None:
         ds.save_as(path)
 
 
-def _assert_no_canary_in_outputs(cfg: preprocess.Config, printed: str) -> None:
+def _assert_no_canary_in_outputs(cfg: preprocess.PreprocessConfig, printed: str) -> None:
     outputs = [p for root in (cfg.out_dir, Path(cfg.cards_dir)) for p in root.rglob("*") if p.is_file()]
     assert outputs
     for where, text in [("console", printed)] + [(str(p), p.read_bytes().decode("latin-1")) for p in outputs]:
