@@ -24,6 +24,16 @@ export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
 PIPELINE_SRC := $(shell find pipelines encoders configs -type f \( -name '*.py' -o -name '*.yaml' \) 2>/dev/null)
+# What each stamp is made from: editing one of these files makes `make` redo that stage and what follows
+# (e.g. an edit under encoders/ retrains). `src_under` keeps the PIPELINE_SRC files under the given paths.
+src_under = $(filter $(addsuffix %,$(1)),$(PIPELINE_SRC))
+CORE_SRC       := $(call src_under,pipelines/__init__.py pipelines/__main__.py pipelines/cli.py pipelines/config.py \
+                    pipelines/errors.py pipelines/env.py)
+DEMO_SRC       := $(CORE_SRC) $(call src_under,pipelines/demo_data.py pipelines/demo/)
+DATA_SRC       := $(call src_under,pipelines/data/ pipelines/resources/)
+PREPROCESS_SRC := $(CORE_SRC) $(DATA_SRC) $(call src_under,pipelines/preprocess.py)
+TRAIN_SRC      := $(CORE_SRC) $(DATA_SRC) $(call src_under,encoders/ pipelines/train.py pipelines/training/ \
+                    pipelines/evaluate.py pipelines/evaluation/ pipelines/registry/)
 
 .PHONY: help setup demo-data preprocess preprocess-xray preprocess-ecg preprocess-speech preprocess-reports \
         train-morE train-more train-MoRE train-speech evaluate report report-speech continual unlearn promote rollback serve \
@@ -46,7 +56,7 @@ $(STAMPS):
 	mkdir -p $@
 
 demo-data: $(STAMPS)/demo-data ## synthesise the demo cohort (DICOM, WFDB, WAV, reports) under data/raw/demo
-$(STAMPS)/demo-data: $(SETUP) configs/demo_data.yaml $(filter pipelines/demo%,$(PIPELINE_SRC)) | $(STAMPS)
+$(STAMPS)/demo-data: $(SETUP) configs/demo_data.yaml $(DEMO_SRC) | $(STAMPS)
 	$(RUN) demo-data --config configs/demo_data.yaml $(DEMO_ARGS)
 	touch $@
 
@@ -57,20 +67,21 @@ preprocess-ecg: $(STAMPS)/preprocess-ecg ## WFDB / DICOM ECGs -> shards + manife
 preprocess-speech: $(STAMPS)/preprocess-speech ## WAV/FLAC/OGG speech -> shards + manifest + rejections + data card
 preprocess-reports: $(STAMPS)/preprocess-reports ## reports -> sections, scrubbed text, rule labels
 
-$(STAMPS)/preprocess-%: $(STAMPS)/demo-data configs/preprocess.yaml $(filter pipelines/%,$(PIPELINE_SRC))
+$(STAMPS)/preprocess-%: $(STAMPS)/demo-data configs/preprocess.yaml $(PREPROCESS_SRC)
 	$(RUN) preprocess-$* --config configs/preprocess.yaml $(PREPROCESS_ARGS)
 	touch $@
 
 train-morE: $(STAMPS)/train-more ## the main job: setup, demo data, preprocess, train X-ray+ECG+report with CWCL, register
 train-more: train-morE ## alias of train-morE
 train-MoRE: train-morE ## alias of train-morE
-$(STAMPS)/train-more: $(STAMPS)/preprocess-xray $(STAMPS)/preprocess-ecg $(STAMPS)/preprocess-reports configs/train_more.yaml
+$(STAMPS)/train-more: $(STAMPS)/preprocess-xray $(STAMPS)/preprocess-ecg $(STAMPS)/preprocess-reports \
+                      configs/train_more.yaml configs/evaluate.yaml $(TRAIN_SRC)
 	$(RUN) train-more --config configs/train_more.yaml $(ARGS)
 	$(RUN) report --config configs/evaluate.yaml model_ref=latest
 	touch $@
 
 train-speech: $(STAMPS)/train-speech ## speech <-> transcript alignment with CWCL, register, intent zero-shot report
-$(STAMPS)/train-speech: $(STAMPS)/preprocess-speech configs/train_speech.yaml configs/evaluate_speech.yaml
+$(STAMPS)/train-speech: $(STAMPS)/preprocess-speech configs/train_speech.yaml configs/evaluate_speech.yaml $(TRAIN_SRC)
 	$(RUN) train-speech --config configs/train_speech.yaml $(ARGS)
 	$(RUN) report --config configs/evaluate_speech.yaml model_ref=latest
 	touch $@
