@@ -253,7 +253,7 @@ def _report(
 
 
 def _run(cfg: EvaluateConfig, with_report: bool) -> int:
-    from pipelines.registry import stage_run
+    from pipelines.registry import record_served_classifiers, stage_run
     from pipelines.registry.gates import SPLIT_DIGEST_PARAM, split_digest
 
     if cfg.tracking_uri:
@@ -272,16 +272,32 @@ def _run(cfg: EvaluateConfig, with_report: bool) -> int:
             baselines, extra = _baseline_rows(cfg, model, version, evaluation)
             metrics.update(extra)
         tracker.log_metrics({k: float(v) for k, v in metrics.items() if not math.isnan(float(v))}, 0)
+        _log_test_probabilities(tracker, cfg, evaluation)
         if getattr(version, "version", None) is not None:
-            tracker.client.set_model_version_tag(
-                cfg.model_name, str(version.version), "eval_run_id", tracker.run_id
-            )
+            max_samples = int(cfg.max_speech_s * SPEECH_FS_HZ)
+            record_served_classifiers(
+                cfg.model_name, str(version.version), tracker.run_id, evaluation["tasks"], cfg.tasks, cfg.views,
+                max_samples, tracker.client,
+            )  # fmt: skip
         print(_headline(cfg, version, metrics))
         if with_report:
             path = _report(cfg, model, version, tracker.run_id, evaluation, baselines)
             tracker.log_artifact(str(path), "report")
             print(f"report: {path.resolve()}")
     return 0
+
+
+def _log_test_probabilities(tracker: Any, cfg: EvaluateConfig, evaluation: Mapping[str, Any]) -> None:
+    """Per task, the calibrated probability of every test study (pseudonymous keys): what the metrics
+    were computed from, and what the served version must answer for the same inputs."""
+    test: SplitEmbeddings = evaluation["test"]
+    for name, result in evaluation["tasks"].items():
+        present = test.present[cfg.tasks[name].view]
+        table = {"key": [k for k, p in zip(test.keys, present, strict=True) if p]}
+        table.update(
+            {label: result.probabilities[:, k].tolist() for k, label in enumerate(result.classifier.labels)}
+        )
+        tracker.log_dict(table, f"zero_shot/{name}_test_probabilities.json")
 
 
 def run(cfg: EvaluateConfig) -> int:

@@ -110,3 +110,86 @@ def test_metric_names_are_made_acceptable_to_mlflow():
     }.items():
         assert _metric_name(raw) == expected
         _validate_metric_name(expected)  # raises MlflowException on a name MLflow would refuse
+
+
+def _npy_base64(array: np.ndarray) -> str:
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _test_inputs(data_root: Path, modality: str) -> dict[str, np.ndarray]:
+    """Stored arrays of the test split's samples of one modality, by study."""
+    manifest = pd.read_csv(data_root / modality / "manifest.csv")
+    shard = np.load(data_root / modality / "shards" / "00000.npy")
+    test = manifest[manifest["split"] == "test"]
+    return {row.study_id: shard[int(row.index)] for row in test.itertuples()}
+
+
+@pytest.mark.slow
+def test_served_version_answers_with_the_probabilities_its_evaluation_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Register a tiny model in a real SQLite store; before evaluation the served model says it uses
+    the defaults; after ``make evaluate`` (ZPE prompt weights, temperatures fitted on val) it answers
+    every test study with the probabilities the evaluation logged for that version, within 1e-5."""
+    from encoders import MultimodalModel
+    from pipelines.evaluate import EvaluateConfig
+    from pipelines.evaluate import run as run_evaluate
+    from pipelines.evaluation.zero_shot import ZeroShotScoringConfig
+    from pipelines.registry.pyfunc import DEFAULT_SCORING, log_zero_shot_model
+
+    monkeypatch.chdir(tmp_path)
+    data_root = write_processed_dataset(tmp_path / "processed" / "demo", n_studies=40)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("served-equals-evaluated")
+    model = MultimodalModel(tiny_more_config(data_root, tmp_path).model).eval()
+    with mlflow.start_run():
+        version = log_zero_shot_model(model, "tiny-zs", ["xray", "ecg"], preprocessing={})
+    xrays, ecgs = _test_inputs(data_root, "xray"), _test_inputs(data_root, "ecg")
+    findings = {"xray": "cardiomegaly;pleural_effusion;pneumothorax", "ecg": "AF;LBBB;STE"}
+
+    def frame(inputs: dict[str, np.ndarray], modality: str) -> pd.DataFrame:
+        labels = findings[modality]
+        rows = [
+            {"modality": modality, "input": _npy_base64(a), "input_format": "npy", "labels": labels}
+            for a in inputs.values()
+        ]
+        return pd.DataFrame(rows)
+
+    before = mlflow.pyfunc.load_model(f"models:/tiny-zs/{version.version}").predict(frame(xrays, "xray"))
+    assert (before["error"] == "").all() and (before["scoring"] == DEFAULT_SCORING).all()
+
+    cfg = EvaluateConfig(
+        model_name="tiny-zs",
+        model_ref=str(version.version),
+        data_root=str(data_root),
+        tracking_uri=uri,
+        baselines=False,
+        scoring=ZeroShotScoringConfig(prompt_weighting="zpe", bootstrap_resamples=20),
+    )
+    assert run_evaluate(cfg) == 0
+    client = mlflow.MlflowClient(uri)
+    eval_run = client.get_model_version("tiny-zs", version.version).tags["eval_run_id"]
+
+    served = mlflow.pyfunc.load_model(f"models:/tiny-zs/{version.version}")
+    for task, modality, inputs in (("xray_findings", "xray", xrays), ("ecg_diagnoses", "ecg", ecgs)):
+        logged = mlflow.artifacts.load_dict(f"runs:/{eval_run}/zero_shot/{task}_test_probabilities.json")
+        answer = served.predict(frame(inputs, modality))
+        assert (answer["error"] == "").all(), answer["error"].tolist()
+        assert answer["scoring"].str.startswith(f"evaluated: tiny-zs v{version.version}").all()
+        assert set(logged["key"]) == set(inputs)
+        for key, row in zip(inputs, answer.itertuples(), strict=True):
+            i = logged["key"].index(key)
+            served_probs = json.loads(row.probabilities)
+            for label in findings[modality].split(";"):
+                assert served_probs[label] == pytest.approx(logged[label][i], abs=1e-5)
+    # the record holds fitted weights and temperatures, not the defaults
+    record = mlflow.artifacts.load_dict(f"runs:/{eval_run}/zero_shot/classifiers.json")
+    xray = record["tasks"]["xray_findings"]
+    assert any(w is not None for w in xray["weights"].values())
+    assert any(abs(t - 1.0) > 1e-6 for t in xray["temperature"])
