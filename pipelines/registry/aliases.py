@@ -14,12 +14,19 @@ therefore runs under ``promotion_lock``:
   A crashed holder's lock expires after ``stale_s``.
 
 Only aliases and tags are used, never the deprecated stages.
+
+On a tracking server with MLflow's basic-auth app, moving aliases needs MANAGE permission on the
+registered model (``require_manage``, checked when the lock is taken). The server itself lets EDIT set
+aliases, because EDIT is also what registering a version needs; the release policy is stricter, so a
+training user can register versions and still cannot move ``@champion`` through these stages.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
+import os
 import random
 import time
 import uuid
@@ -29,12 +36,59 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from pipelines.errors import StageError
+
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 LOCK_TAG = "promotion.lock"
+ALIAS_PERMISSION = "MANAGE"
 
 
 class LockTimeout(TimeoutError):
     """Another promotion held the lock for longer than we were willing to wait."""
+
+
+class AliasPermissionError(StageError):
+    """The tracking server's user may not move aliases of this registered model."""
+
+
+def actor() -> str:
+    """Who acts on the registry: the tracking server's user when one is set, else the OS user."""
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+
+
+def require_manage(tracking_uri: str, name: str) -> None:
+    """Raise ``AliasPermissionError`` unless the current user has MANAGE on registered model ``name``
+    (or is a server admin). Stores without authentication (a sqlite file, a server without the
+    basic-auth app) have no users and pass: who may write the file or reach the server decides there."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(tracking_uri)
+    user = creds.username or ""
+    current = http_request(creds, "/api/3.0/mlflow/users/current/permissions", "GET", max_retries=2)
+    if current.status_code == 404:
+        return  # no auth app on this server
+    if current.status_code == 401:
+        raise AliasPermissionError(
+            f"the tracking server at {tracking_uri} refused the credentials: set MLFLOW_TRACKING_USERNAME and "
+            f"MLFLOW_TRACKING_PASSWORD of a user with {ALIAS_PERMISSION} permission on {name!r}"
+        )
+    current.raise_for_status()
+    if current.json().get("is_admin"):
+        return
+    params = {"username": user, "resource_type": "registered_model", "resource_id": name}
+    response = http_request(
+        creds, "/api/3.0/mlflow/users/permissions/get", "GET", params=params, max_retries=2
+    )
+    held = response.json().get("permission", "NO_PERMISSIONS") if response.ok else "NO_PERMISSIONS"
+    if held != ALIAS_PERMISSION:
+        raise AliasPermissionError(
+            f"user {user!r} has {held} on registered model {name!r}: promote and rollback move its aliases, "
+            f"which needs {ALIAS_PERMISSION} permission on the registered model (granted by the server's admin, "
+            "see docs/scaling-out.md)"
+        )
 
 
 def aliases(client: Any, name: str) -> dict[str, str]:
@@ -165,7 +219,9 @@ def tag_lock(
 def promotion_lock(
     client: Any, name: str, tracking_uri: str, timeout_s: float = 120.0, stale_s: float = 300.0
 ) -> Iterator[str]:
-    """The right lock for the store: a file lock for a local sqlite file, else the tag lock."""
+    """The right lock for the store: a file lock for a local sqlite file, else the tag lock. Checks first
+    that the user may move aliases at all (``require_manage``), so a refusal comes before any change."""
+    require_manage(tracking_uri, name)
     db = _sqlite_path(tracking_uri)
     if db is not None:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

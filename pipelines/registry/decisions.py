@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import getpass
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipelines.registry.aliases import actor
 from pipelines.registry.gates import GatePolicy, GateResult, policy_from_mapping
 
 
@@ -73,7 +73,7 @@ def promotion_record(
         "aliases_after": dict(aliases_after),
         "policy": {"version": policy.version, "digest": policy.digest(), **dataclasses.asdict(policy)},
         "gates": [r.as_dict() for r in results],
-        "who": getpass.getuser(),
+        "who": actor(),  # the tracking server user when there is one
         "when": now(),
         "report": str(report) if report.is_file() else None,
         "reason": reason,
@@ -98,7 +98,7 @@ def rollback_record(
         "restored": restored,
         "aliases_before": dict(aliases_before),
         "aliases_after": dict(aliases_after),
-        "who": getpass.getuser(),
+        "who": actor(),  # the tracking server user when there is one
         "when": now(),
         "reason": reason,
         "run_id": run_id,
