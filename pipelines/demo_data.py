@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -25,7 +26,7 @@ from pipelines.config import ConfigError
 from pipelines.data.datacard import CARDS_DIR, content_hash, write_card
 from pipelines.data.ids import file_sha256
 from pipelines.demo import speech, writers
-from pipelines.demo.cohort import GENERATOR_VERSION, plan_cohort, truth_row
+from pipelines.demo.cohort import GENERATOR_VERSION, Study, plan_cohort, truth_row
 from pipelines.demo.ecg import ECG_CODES
 from pipelines.demo.phantom import FINDINGS
 
@@ -77,6 +78,37 @@ class DemoDataConfig:
             raise ConfigError("demo-data: " + "; ".join(problems))
 
 
+def _plan_utterances(config: DemoDataConfig) -> list[speech.Utterance]:
+    if config.n_utterances == 0:
+        return []
+    if not speech.espeak_available():
+        print(
+            "warning: espeak-ng not found; skipping speech (install it: apt-get install espeak-ng)",
+            file=sys.stderr,
+        )
+        return []
+    return speech.plan_utterances(config.seed, config.n_utterances, config.n_speakers)
+
+
+def _write_tables(
+    root: Path, studies: list[Study], utterances: list[speech.Utterance], config: DemoDataConfig
+) -> tuple[list[str], int, list[dict[str, Any]], list[str]]:
+    """reports.csv, transcripts.csv, truth.csv and withdrawn.txt: (the data files written, number of
+    reports, truth rows, withdrawn MRNs); truth and withdrawn.txt are for tests and unlearning only."""
+    report_rows = writers.report_rows(studies)
+    writers.write_csv(root / "reports" / "reports.csv", report_rows, writers.REPORT_COLUMNS)
+    written = ["reports/reports.csv"]
+    if utterances:
+        rows = writers.transcript_rows(utterances)
+        writers.write_csv(root / "speech" / "transcripts.csv", rows, writers.TRANSCRIPT_COLUMNS)
+        written.append("speech/transcripts.csv")
+    truth = [truth_row(s) for s in studies]
+    writers.write_csv(root / "truth.csv", truth, list(truth[0]))
+    withdrawn = writers.withdrawn_subjects(studies, config.seed, config.withdrawn_rate)
+    writers.write_withdrawn(root / "withdrawn.txt", withdrawn)
+    return written, len(report_rows), truth, withdrawn
+
+
 def run(config: DemoDataConfig) -> int:
     start = time.perf_counter()
     root = Path(config.output_dir)
@@ -87,16 +119,7 @@ def run(config: DemoDataConfig) -> int:
     studies = plan_cohort(
         config.seed, config.n_subjects, config.second_study_rate, config.missing_modality_rate
     )
-    utterances: list[speech.Utterance] = []
-    if config.n_utterances > 0:
-        if speech.espeak_available():
-            utterances = speech.plan_utterances(config.seed, config.n_utterances, config.n_speakers)
-        else:
-            print(
-                "warning: espeak-ng not found; skipping speech (install it: apt-get install espeak-ng)",
-                file=sys.stderr,
-            )
-
+    utterances = _plan_utterances(config)
     jobs = writers.file_jobs(root, studies, utterances, config.seed, config.image_size_px)
     workers = config.workers or os.cpu_count() or 1
     written: list[str] = []
@@ -104,18 +127,8 @@ def run(config: DemoDataConfig) -> int:
         for paths in writers.run_jobs(jobs, workers):
             written += paths
             bar.update()
-
-    report_rows = writers.report_rows(studies)
-    writers.write_csv(root / "reports" / "reports.csv", report_rows, writers.REPORT_COLUMNS)
-    written.append("reports/reports.csv")
-    if utterances:
-        rows = writers.transcript_rows(utterances)
-        writers.write_csv(root / "speech" / "transcripts.csv", rows, writers.TRANSCRIPT_COLUMNS)
-        written.append("speech/transcripts.csv")
-    truth = [truth_row(s) for s in studies]
-    writers.write_csv(root / "truth.csv", truth, list(truth[0]))
-    withdrawn = writers.withdrawn_subjects(studies, config.seed, config.withdrawn_rate)
-    writers.write_withdrawn(root / "withdrawn.txt", withdrawn)
+    tables, n_reports, truth, withdrawn = _write_tables(root, studies, utterances, config)
+    written += tables
 
     label_counts = {name: int(sum(r[name] for r in truth)) for name in (*FINDINGS, "no_finding", *ECG_CODES)}
     counts = {
@@ -123,7 +136,7 @@ def run(config: DemoDataConfig) -> int:
         "studies": len(studies),
         "xray_files": sum(len(s.xrays) for s in studies),
         "ecg_records": sum(s.ecg is not None for s in studies),
-        "reports": len(report_rows),
+        "reports": n_reports,
         "utterances": len(utterances),
         "files": len(written),
     }
