@@ -32,7 +32,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "unlearn": ("pipelines.unlearn", "run", "Config"),
     "promote": ("pipelines.promote", "run", "PromoteConfig"),
     "rollback": ("pipelines.promote", "run_rollback", "PromoteConfig"),
-    "evidence": ("pipelines.evidence", "run", "Config"),
+    "evidence": ("pipelines.evidence", "run", "EvidenceConfig"),
 }
 ALIASES = {"train-more": ["train-morE", "train-MoRE"]}
 

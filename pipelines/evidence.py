@@ -4,14 +4,15 @@ on this project made, with numbers and their uncertainty.
 fsdd  Free Spoken Digit Dataset through the ``fsdd-speakers`` adapter: speech <-> text trained on the
       training speakers (CWCL and CLIP side by side, same data, seed and budget; the speech tower is
       ``speech_tower``, by default a small log-mel Whisper encoder), evaluated zero-shot
-      on unseen speakers: each test utterance is scored against the ten digit words (softmax over the
-      prompts, no classifier) -> accuracy with a bootstrap 95% CI. Also a held-out-digits split (train
+      on unseen speakers: each test utterance is scored against the ten digit words (the zero-shot
+      classifier's softmax over the words, nothing fitted) -> accuracy with a bootstrap 95% CI. Also a held-out-digits split (train
       on 0-6, prompt for 7-9 among those three words), reported whatever it gives.
 ecg   Every WFDB record (CinC 2021 sample, PhysioNet WFDB samples) and the ECG DICOM is preprocessed
-      (each file processed or rejected with a reason); the 50 CinC records are scored zero-shot against
-      their SNOMED diagnosis names with the demo-trained MoRE model (AUROC per label, 95% CI).
+      (each file processed or rejected with a reason); the 50 CinC records are scored zero-shot with the
+      ecg_diagnoses prompt set (its generic templates with the SNOMED name for a diagnosis it lacks)
+      by the demo-trained MoRE model (AUROC per label, 95% CI).
 xray  NIH ChestX-ray14 thumbnails and the real CR DICOMs are preprocessed; the NIH images are scored
-      zero-shot on the findings the demo model knows (AUROC, 95% CI).
+      zero-shot with the cxr_findings prompt set on the findings the demo model knows (AUROC, 95% CI).
 The demo-trained model comes from the registry (``model_name@model_ref``) or ``model_dir``; without
 one, the zero-shot parts are skipped with a message. Output: ``<out>/evidence.json`` + ``evidence.md``.
 ``quick=true`` runs a few files and one epoch (for tests).
@@ -19,7 +20,6 @@ one, the zero-shot parts are skipped with a message. Output: ``<out>/evidence.js
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
@@ -27,21 +27,31 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from encoders.config import LoraSettings, TowerConfig
-from pipelines.data import adapters, registry
+from pipelines.data import adapters
 from pipelines.data.augment import AugmentConfig
 from pipelines.data.sources import SourceItem
 from pipelines.errors import StageError
 from pipelines.evaluation.metrics import accuracy_ci
+from pipelines.evaluation.real_data import (
+    dataset_zero_shot_auroc,
+    evidence_markdown,
+    pooled_accuracy,
+    positive_labels,
+    preprocess_public,
+    say_accuracy,
+    say_auroc,
+    speech_zero_shot,
+)
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 WHISPER_POSITION_S = 0.02  # one Whisper encoder position = two 10 ms mel frames
+PARTS = ("fsdd", "ecg", "xray")
+TOWER = {"ecg": "ecg", "xray": "image"}  # the demo model's tower that scores each part
 
 
 def fsdd_speech_tower() -> TowerConfig:
@@ -68,7 +78,7 @@ def fsdd_speech_tower() -> TowerConfig:
 
 
 @dataclasses.dataclass
-class Config:
+class EvidenceConfig:
     shared_data: str = dataclasses.field(
         default="../shared/data", metadata={"help": "folder of the real public samples (SOURCES.md)"}
     )
@@ -120,13 +130,19 @@ class Config:
         default="", metadata={"help": "saved MultimodalModel dir (instead of the registry)"}
     )
 
+    def __post_init__(self) -> None:
+        unknown = set(self.parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown evidence part(s) {sorted(unknown)}; choose from {', '.join(PARTS)}")
+        if set(self.objectives) - {"cwcl", "clip"} or not self.objectives:
+            raise ValueError(f"objectives are cwcl and/or clip, got {self.objectives}")
+        if self.epochs < 1 or self.batch_size < 1 or self.max_speech_s <= 0 or self.bootstrap_resamples < 1:
+            raise ValueError(
+                "epochs, batch_size and bootstrap_resamples >= 1 and max_speech_s > 0 are required"
+            )
+
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def zero_shot_predict(speech: np.ndarray, prompts: np.ndarray) -> np.ndarray:
-    """Index of the most similar prompt per row (argmax of the prompt softmax = argmax of cosine)."""
-    return np.argmax(np.asarray(speech) @ np.asarray(prompts).T, axis=1)
 
 
 def digits_split(items: list[SourceItem], train_digits: set[int]) -> list[SourceItem]:
@@ -143,46 +159,12 @@ def digits_split(items: list[SourceItem], train_digits: set[int]) -> list[Source
     return out
 
 
-# --------------------------------------------------------------------------- preprocessing glue
-
-
-@contextlib.contextmanager
-def _source(modality: str, lister: Callable[[Path], list[SourceItem]]) -> Iterator[None]:
-    """Run the preprocessing stage with ``lister`` as the modality's source.
-
-    Once the stage looks adapters up itself (``dataset=<name>``), this only repeats what it does; until
-    then it is how the evidence feeds adapter items (labels, upstream splits) to the unchanged stage.
-    """
-    original = registry.MODALITIES[modality]
-    registry.MODALITIES[modality] = dataclasses.replace(original, list_items=lister)
-    try:
-        yield
-    finally:
-        registry.MODALITIES[modality] = original
-
-
 def preprocess(
-    cfg: Config, dataset: str, modality: str, root: Path, lister: Callable | None = None, **extra: Any
+    cfg: EvidenceConfig, dataset: str, modality: str, root: Path, lister: Callable | None = None, **extra: Any
 ) -> dict[str, Any]:
     """Preprocess ``root`` as ``dataset`` into ``<processed>/<dataset>``; returns its summary.json."""
-    from pipelines.data.preprocessing import PreprocessConfig, process_modality
-
-    lister = lister or adapters.adapter_for(dataset, modality) or registry.get(modality).list_items
-    out = Path(cfg.processed) / dataset
-    config = PreprocessConfig(
-        dataset=dataset,
-        root=str(root),
-        out=str(out),
-        cards_dir=str(Path(cfg.out) / "data_cards"),
-        workers=cfg.workers or (os.cpu_count() or 1),
-        hash_paths=False,  # public data: readable source paths let the summary name rejected files
-        progress=False,
-        licence=extra.pop("licence", ""),
-        **extra,
-    )
-    with _source(modality, lister):
-        process_modality(config, modality)
-    return json.loads((out / modality / "summary.json").read_text())
+    cards, workers = str(Path(cfg.out) / "data_cards"), cfg.workers or (os.cpu_count() or 1)
+    return preprocess_public(dataset, modality, root, Path(cfg.processed), cards, workers, lister, **extra)
 
 
 # --------------------------------------------------------------------------- FSDD
@@ -204,7 +186,7 @@ def _fsdd_items(root: Path, test_speakers: list[str], quick: bool) -> list[Sourc
 
 
 def train_and_score(
-    cfg: Config, data_root: Path, objective: str, words: tuple[str, ...], test_words: tuple[str, ...]
+    cfg: EvidenceConfig, data_root: Path, objective: str, words: tuple[str, ...], test_words: tuple[str, ...]
 ) -> dict[str, Any]:
     """Train speech <-> text on ``data_root``'s train split; zero-shot accuracy on its test split."""
 
@@ -246,14 +228,14 @@ def train_and_score(
     model = result.model
     model.load_state_dict(result.last_state, strict=False)
     model.eval()
-    truth, predicted = _zero_shot(cfg, model, data_root, "test", test_words)
+    truth, predicted = speech_zero_shot(model, data_root, "test", test_words, cfg.max_speech_s)
     correct = predicted == truth
     acc, low, high = accuracy_ci(correct, cfg.bootstrap_resamples, cfg.seed)
     per_word = {w: float(correct[truth == w].mean()) for w in test_words if (truth == w).any()}
     # The training speakers' held-out utterances, prompted with the training words: that training
     # converged. It is near 1 for every setting tried, so settings are chosen on an inner fold with a
     # training speaker held out (configs/evidence.yaml), never on the test speakers' accuracy.
-    val_truth, val_predicted = _zero_shot(cfg, model, data_root, "val", words)
+    val_truth, val_predicted = speech_zero_shot(model, data_root, "val", words, cfg.max_speech_s)
     return {
         "objective": objective,
         "n_test": int(correct.size),
@@ -269,49 +251,7 @@ def train_and_score(
     }
 
 
-def _zero_shot(
-    cfg: Config, model: Any, data_root: Path, split: str, words: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """True and predicted words of ``split``'s utterances, each scored against ``words``."""
-    import torch
-
-    from pipelines.data.dataset import StudyDataset, ViewSpec
-    from pipelines.training import embed_dataset, resolve_device
-
-    views = {"speech": ViewSpec(modality="speech", tower="audio")}
-    dataset = StudyDataset(
-        data_root, split, views, key="sample_id", max_speech_samples=int(cfg.max_speech_s * 16000)
-    )
-    if len(dataset) == 0:
-        return np.array([], dtype=str), np.array([], dtype=str)
-    feats, _ = embed_dataset(model, dataset, views, 128, resolve_device("auto"))
-    truth = dataset.labels("speech", ["transcript"])["transcript"].astype(str).to_numpy()
-    with torch.no_grad():
-        prompts = model.encode("text", list(words)).float().cpu().numpy()
-    return truth, np.asarray(words)[zero_shot_predict(feats["speech"].numpy(), prompts)]
-
-
-def pooled_accuracy(results: list[dict[str, Any]], n_resamples: int, seed: int) -> dict[str, Any]:
-    """Accuracy over the utterances of all folds together (each speaker is the test speaker once), with a
-    bootstrap CI, and the mean and spread of the per-fold accuracies."""
-    correct = np.concatenate([np.asarray(r["correct"], dtype=bool) for r in results])
-    acc, low, high = accuracy_ci(correct, n_resamples, seed)
-    folds = np.array([r["accuracy"] for r in results])
-    return {
-        "objective": results[0]["objective"],
-        "folds": len(results),
-        "n_test": int(correct.size),
-        "accuracy": acc,
-        "ci95": [low, high],
-        "fold_mean": float(folds.mean()),
-        "fold_min": float(folds.min()),
-        "fold_max": float(folds.max()),
-        "val_accuracy_mean": float(np.nanmean([r["val_accuracy"] for r in results])),
-        "chance": results[0]["chance"],
-    }
-
-
-def fsdd_evidence(cfg: Config, root: Path) -> dict[str, Any]:
+def fsdd_evidence(cfg: EvidenceConfig, root: Path) -> dict[str, Any]:
     """Speaker-disjoint folds (CWCL vs CLIP), their pooled accuracy, and the held-out-digits split.
 
     Per-utterance correctness (``correct``) stays in the fold results so that the pooled CI can be
@@ -328,7 +268,7 @@ def fsdd_evidence(cfg: Config, root: Path) -> dict[str, Any]:
         for objective in cfg.objectives:
             result = train_and_score(cfg, Path(cfg.processed) / name, objective, DIGIT_WORDS, DIGIT_WORDS)
             fold["results"].append(result)
-            _say(f"FSDD unseen speaker(s) {held_out}", result)
+            say_accuracy(f"FSDD unseen speaker(s) {held_out}", result)
         out["speaker_folds"].append(fold)
     if len(out["speaker_folds"]) > 1:
         for objective in cfg.objectives:
@@ -349,7 +289,7 @@ def fsdd_evidence(cfg: Config, root: Path) -> dict[str, Any]:
             result = train_and_score(cfg, Path(cfg.processed) / name, objective, DIGIT_WORDS[:7], unseen)
             result["preprocess"] = _counts(summary)
             out["heldout_digits"].append(result)
-            _say("FSDD unseen digits 7-9 (3-way)", result)
+            say_accuracy("FSDD unseen digits 7-9 (3-way)", result)
     return out
 
 
@@ -358,18 +298,10 @@ def _counts(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary.get(k) for k in keys}
 
 
-def _say(what: str, r: dict[str, Any]) -> None:
-    print(
-        f"{what} [{r['objective']}]: accuracy {r['accuracy']:.3f} (95% CI {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}), "
-        f"n={r['n_test']}, chance {r['chance']:.2f}, training speakers' val {r['val_accuracy']:.3f}, "
-        f"{r['train_steps']} steps in {r['train_seconds']} s"
-    )
-
-
 # --------------------------------------------------------------------------- demo-trained model
 
 
-def load_demo_model(cfg: Config) -> tuple[Any | None, str]:
+def load_demo_model(cfg: EvidenceConfig) -> tuple[Any | None, str]:
     """The demo-trained MoRE model and where it came from, or (None, why not)."""
     if cfg.model_dir:
         from encoders import MultimodalModel
@@ -378,10 +310,8 @@ def load_demo_model(cfg: Config) -> tuple[Any | None, str]:
         if not path.is_dir():
             return None, f"model_dir {path} does not exist"
         return MultimodalModel.from_pretrained(path).eval(), str(path)
-    try:
-        from pipelines.registry import load_model_version
-    except ImportError as err:
-        return None, f"pipelines.registry is not available ({err})"
+    from pipelines.registry import load_model_version
+
     try:
         loaded = load_model_version(cfg.model_name, cfg.model_ref)
     except Exception as err:  # noqa: BLE001 - no registered model is an expected state, not a crash
@@ -390,58 +320,43 @@ def load_demo_model(cfg: Config) -> tuple[Any | None, str]:
     return model.eval(), f"{cfg.model_name}@{cfg.model_ref}"
 
 
-def zero_shot_auroc(
-    model: Any,
-    data_root: Path,
-    modality: str,
-    tower: str,
-    labels: dict[str, np.ndarray] | None,
-    label_columns: list[str],
-    names: dict[str, str],
-    cfg: Config,
-) -> dict[str, Any]:
-    """Pos/neg prompt-pair scores (CheXzero, Tiu et al. 2022) of every sample; AUROC + CI per label."""
-    import torch
-
-    from pipelines.data.dataset import StudyDataset, ViewSpec
-    from pipelines.evaluation.metrics import evaluate_classification
-    from pipelines.evaluation.zero_shot import pair_logits
-    from pipelines.training import embed_dataset, resolve_device
-
-    views = {modality: ViewSpec(modality=modality, tower=tower)}
-    dataset = StudyDataset(data_root, ["train", "val", "test"], views, key="sample_id")
-    feats, present = embed_dataset(model, dataset, views, 64, resolve_device("auto"))
-    x = feats[modality].numpy()[present[modality].numpy()]
-    table = dataset.labels(modality, label_columns)
-    scale = float(model.logit_scale.detach().exp())
-    test_labels, test_scores = {}, {}
-    for label in label_columns:
-        y = table[label].to_numpy(dtype=float)[present[modality].numpy()]
-        name = names.get(label, label.replace("_", " "))
-        with torch.no_grad():
-            pos = model.encode("text", [name]).float().cpu().numpy()[0]
-            neg = model.encode("text", [f"no {name}"]).float().cpu().numpy()[0]
-        test_labels[label] = y
-        test_scores[label] = 1 / (1 + np.exp(-pair_logits(x, pos, neg, scale)))
-    result = evaluate_classification(
-        test_labels, test_scores, n_resamples=cfg.bootstrap_resamples, seed=cfg.seed, min_per_class=1
-    )
-    per_label = {}
-    for label, r in result.per_class.items():
-        per_label[label] = {
-            "prompt": names.get(label, label.replace("_", " ")),
-            "positives": r.counts.positive,
-            "negatives": r.counts.negative,
-            "auroc": r.metrics.get("auroc", math.nan),
-            "auroc_ci95": list(r.ci.get("auroc", (math.nan, math.nan))),
-        }
-    return {"n": int(x.shape[0]), "per_label": per_label, "macro_auroc": result.macro.get("auroc", math.nan)}
-
-
 # --------------------------------------------------------------------------- ECG and X-ray
 
 
-def ecg_evidence(cfg: Config, data: Path, model: Any | None, model_note: str) -> dict[str, Any]:
+def _modality_evidence(
+    cfg: EvidenceConfig,
+    modality: str,
+    runs: dict[str, tuple[str, Path]],
+    model: Any | None,
+    model_note: str,
+    scored: tuple[str, str, list[str], dict[str, str]],
+) -> dict[str, Any]:
+    """Preprocess each ``runs`` dataset (name -> (adapter, folder)); score ``scored`` = (dataset, prompt
+    set, candidate labels, display names) zero-shot with the demo model on the labels it has positives of."""
+    out: dict[str, Any] = {"preprocess": {}}
+    for name, (adapter, root) in runs.items():
+        lister = adapters.adapter_for(adapter, modality)
+        summary = preprocess(cfg, name, modality, root, lister, licence="see SOURCES.md")
+        out["preprocess"][name] = _counts(summary)
+        seen, processed, rejected = summary["seen"], summary["processed"], summary["rejected"]
+        print(f"{modality} {name}: seen {seen} = processed {processed} + rejected {rejected}")
+    tower = TOWER[modality]
+    if model is None or tower not in getattr(model, "towers", {}):
+        out["zero_shot"] = f"skipped: {model_note}"
+        print(f"{modality} zero-shot skipped: {model_note}")
+        return out
+    dataset, prompt_set, candidates, names = scored
+    data_root = Path(cfg.processed) / dataset
+    labels = positive_labels(data_root / modality, candidates)
+    out["zero_shot"] = dataset_zero_shot_auroc(
+        model, data_root, modality, tower, prompt_set, labels, names, cfg.bootstrap_resamples, cfg.seed
+    )
+    out["zero_shot"]["model"] = model_note
+    say_auroc(f"{modality} {dataset}", out["zero_shot"])
+    return out
+
+
+def ecg_evidence(cfg: EvidenceConfig, data: Path, model: Any | None, model_note: str) -> dict[str, Any]:
     """Preprocess every ECG file in the shared data; zero-shot CinC diagnoses with the demo model."""
     from pipelines.data.adapters._common import ecg_labels
 
@@ -450,158 +365,30 @@ def ecg_evidence(cfg: Config, data: Path, model: Any | None, model_note: str) ->
         "wfdb-samples": ("wfdb", data / "wfdb_python_sample_ecg"),
         "dicom-samples-ecg": ("folder", data / "dicom_samples"),
     }
-    out: dict[str, Any] = {"preprocess": {}}
-    for name, (adapter, root) in runs.items():
-        lister = adapters.adapter_for(adapter, "ecg")
-        summary = preprocess(cfg, name, "ecg", root, lister, licence="see SOURCES.md")
-        out["preprocess"][name] = _counts(summary)
-        print(
-            f"ECG {name}: seen {summary['seen']} = processed {summary['processed']} + rejected {summary['rejected']}"
-        )
-    if model is None or "ecg" not in getattr(model, "towers", {}):
-        out["zero_shot"] = f"skipped: {model_note}"
-        print(f"ECG zero-shot skipped: {model_note}")
-        return out
-    present = _positive_labels(Path(cfg.processed) / "cinc2021" / "ecg", list(ecg_labels()))
     names = {k: v["name"] for k, v in ecg_labels().items()}
-    out["zero_shot"] = zero_shot_auroc(
-        model, Path(cfg.processed) / "cinc2021", "ecg", "ecg", None, present, names, cfg
-    )
-    out["zero_shot"]["model"] = model_note
-    _say_auroc("ECG CinC", out["zero_shot"])
-    return out
+    scored = ("cinc2021", "ecg_diagnoses", list(ecg_labels()), names)
+    return _modality_evidence(cfg, "ecg", runs, model, model_note, scored)
 
 
-def xray_evidence(cfg: Config, data: Path, model: Any | None, model_note: str) -> dict[str, Any]:
+def xray_evidence(cfg: EvidenceConfig, data: Path, model: Any | None, model_note: str) -> dict[str, Any]:
     """Preprocess NIH thumbnails and the CR DICOMs; zero-shot NIH findings with the demo model."""
-    out: dict[str, Any] = {"preprocess": {}}
-    for name, adapter, root in (
-        ("nih-cxr14", "nih-cxr14", data / "nih_cxr14_thumbs64"),
-        ("dicom-samples-xray", "folder", data / "dicom_samples"),
-    ):
-        summary = preprocess(
-            cfg, name, "xray", root, adapters.adapter_for(adapter, "xray"), licence="see SOURCES.md"
-        )
-        out["preprocess"][name] = _counts(summary)
-        print(
-            f"X-ray {name}: seen {summary['seen']} = processed {summary['processed']} + rejected {summary['rejected']}"
-        )
-    if model is None or "image" not in getattr(model, "towers", {}):
-        out["zero_shot"] = f"skipped: {model_note}"
-        print(f"X-ray zero-shot skipped: {model_note}")
-        return out
+    runs = {
+        "nih-cxr14": ("nih-cxr14", data / "nih_cxr14_thumbs64"),
+        "dicom-samples-xray": ("folder", data / "dicom_samples"),
+    }
     # The findings the demo cohort teaches; the other NIH findings have no counterpart in its reports.
     known = ["cardiomegaly", "pleural_effusion", "pneumothorax", "consolidation", "edema", "no_finding"]
-    labels = _positive_labels(Path(cfg.processed) / "nih-cxr14" / "xray", known)
-    out["zero_shot"] = zero_shot_auroc(
-        model, Path(cfg.processed) / "nih-cxr14", "xray", "image", None, labels, {}, cfg
-    )
-    out["zero_shot"]["model"] = model_note
-    _say_auroc("X-ray NIH", out["zero_shot"])
-    return out
-
-
-def _positive_labels(modality_dir: Path, candidates: list[str]) -> list[str]:
-    """Label columns of the manifest with at least one positive (only those can have an AUROC)."""
-    from pipelines.data.manifest import load_manifest
-
-    frame = load_manifest(modality_dir)
-    return [c for c in candidates if c in frame.columns and (frame[c].astype(str).isin(["1", "1.0"])).any()]
-
-
-def _say_auroc(what: str, result: dict[str, Any]) -> None:
-    print(f"{what} zero-shot (n={result['n']}), macro AUROC {result['macro_auroc']:.3f}:")
-    for label, r in result["per_label"].items():
-        low, high = r["auroc_ci95"]
-        print(f"  {label:<18} pos {r['positives']:>4}  AUROC {r['auroc']:.3f}  (95% CI {low:.3f}-{high:.3f})")
+    return _modality_evidence(cfg, "xray", runs, model, model_note, ("nih-cxr14", "cxr_findings", known, {}))
 
 
 # --------------------------------------------------------------------------- the stage
 
 
-def _markdown(evidence: dict[str, Any]) -> str:
-    lines = ["# Evidence on real public recordings", "", "Generated by `python -m pipelines evidence`.", ""]
-    fsdd = evidence.get("fsdd")
-    if fsdd:
-        cfg = evidence.get("config", {})
-        tower = cfg.get("speech_tower", {})
-        aug = cfg.get("augment", {})
-        lines += [
-            "## FSDD zero-shot digit recognition",
-            "",
-            f"Speech tower {tower.get('audio_arch')} (width {tower.get('hidden_size')}, "
-            f"{tower.get('num_layers')} layers, log-mel band-mean normalisation {tower.get('mel_mean_norm')}), "
-            f"initialised {'from ' + tower['pretrained'] if tower.get('pretrained') else 'at random'}, "
-            f"trained {1 if cfg.get('quick') else cfg.get('epochs')} epoch(s).",
-            "",
-            f"Augmentation: speed factors {aug.get('speech_speed_factors')}, noise at "
-            f"{aug.get('speech_noise_snr_db')} dB SNR, {aug.get('speech_time_masks')} time mask(s), "
-            f"{aug.get('speech_freq_masks')} frequency mask(s). Accuracy = the unseen speaker(s); val = the "
-            "training speakers' held-out utterances (a convergence check: it saturates, so settings are "
-            "chosen on an inner fold with a training speaker held out, see configs/evidence.yaml).",
-            "",
-            "| split | objective | n | accuracy | 95% CI | chance | val |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for fold in fsdd["speaker_folds"]:
-            for r in fold["results"]:
-                lines.append(
-                    f"| unseen speaker {', '.join(fold['test_speakers'])} | {r['objective']} | {r['n_test']} | "
-                    f"{r['accuracy']:.3f} | {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} | {r['chance']:.2f} | "
-                    f"{r.get('val_accuracy', math.nan):.3f} |"
-                )
-        for r in fsdd.get("speaker_pooled", []):
-            lines.append(
-                f"| **all {r['folds']} speaker folds pooled** (fold range {r['fold_min']:.3f}-{r['fold_max']:.3f}) | "
-                f"{r['objective']} | {r['n_test']} | **{r['accuracy']:.3f}** | "
-                f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} | {r['chance']:.2f} | {r['val_accuracy_mean']:.3f} |"
-            )
-        for r in fsdd["heldout_digits"]:
-            lines.append(
-                f"| unseen digits 7-9 | {r['objective']} | {r['n_test']} | {r['accuracy']:.3f} | "
-                f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} | {r['chance']:.2f} | {r.get('val_accuracy', math.nan):.3f} |"
-            )
-        lines.append("")
-    for part in ("ecg", "xray"):
-        section = evidence.get(part)
-        if not section:
-            continue
-        lines += [
-            f"## {part.upper()}",
-            "",
-            "| data | seen | processed | rejected | reasons |",
-            "|---|---|---|---|---|",
-        ]
-        for name, c in section["preprocess"].items():
-            reasons = "; ".join(f"{n} x {r}" for r, n in (c.get("rejected_by_reason") or {}).items())
-            lines.append(f"| {name} | {c['seen']} | {c['processed']} | {c['rejected']} | {reasons} |")
-        zs = section.get("zero_shot")
-        lines.append("")
-        if isinstance(zs, str):
-            lines.append(f"Zero-shot: {zs}")
-        elif zs:
-            lines += [
-                f"Zero-shot with {zs['model']} (n={zs['n']}):",
-                "",
-                "| label | positives | AUROC | 95% CI |",
-                "|---|---|---|---|",
-            ]
-            for label, r in zs["per_label"].items():
-                lines.append(
-                    f"| {label} | {r['positives']} | {r['auroc']:.3f} | {r['auroc_ci95'][0]:.3f}-{r['auroc_ci95'][1]:.3f} |"
-                )
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
-def run(cfg: Config) -> int:
+def run(cfg: EvidenceConfig) -> int:
     """Run the requested evidence parts and write ``evidence.json`` + ``evidence.md`` under ``out``."""
     data = Path(cfg.shared_data)
     if not data.is_dir():
         raise StageError(f"shared data folder {data} does not exist (set shared_data=...)")
-    unknown = set(cfg.parts) - {"fsdd", "ecg", "xray"}
-    if unknown:
-        raise StageError(f"unknown evidence part(s) {sorted(unknown)}; choose from fsdd, ecg, xray")
     if cfg.threads:
         import torch
 
@@ -619,6 +406,6 @@ def run(cfg: Config) -> int:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "evidence.json").write_text(json.dumps(evidence, indent=2, default=str) + "\n")
-    (out / "evidence.md").write_text(_markdown(evidence))
+    (out / "evidence.md").write_text(evidence_markdown(evidence))
     print(f"evidence: {out / 'evidence.json'}, {out / 'evidence.md'}")
     return 0

@@ -148,3 +148,24 @@ def resolve_classes(
             )
         out[name] = dataclasses.replace(task, classes=list(classes))
     return out
+
+
+def prompt_texts_for(
+    prompt_set: str, labels: Iterable[str], display: Mapping[str, str] | None = None
+) -> dict[str, dict[str, list[str]]]:
+    """Prompt texts of ``labels`` from a prompt set: the set's own prompts where it has the label, else
+    its generic templates filled with the label's display words (``display``, else the label name), so
+    a label outside the set is still scored against the set's normal-study negatives."""
+    from pipelines.evaluation.prompts import load_prompt_set
+
+    prompt_set_ = load_prompt_set(prompt_set)
+    display = display or {}
+    out = {}
+    for label in labels:
+        if label in prompt_set_.positives:
+            positive, negative = prompt_set_.texts_for(label)
+        else:
+            words = display.get(label, label.replace("_", " "))
+            positive, negative = prompt_set_.with_labels([words]).texts_for(words)
+        out[label] = {"positive": list(positive), "negative": list(negative)}
+    return out

@@ -12,14 +12,8 @@ from pipelines.config import load_config
 from pipelines.data.adapters.fsdd import list_fsdd
 from pipelines.errors import StageError
 from pipelines.evaluation.metrics import accuracy_ci
-from pipelines.evidence import (
-    Config,
-    digits_split,
-    pooled_accuracy,
-    run,
-    train_and_score,
-    zero_shot_predict,
-)
+from pipelines.evaluation.real_data import pooled_accuracy, zero_shot_predict
+from pipelines.evidence import EvidenceConfig, digits_split, run, train_and_score
 
 EVIDENCE_YAML = Path(__file__).resolve().parents[2] / "configs" / "evidence.yaml"
 
@@ -65,7 +59,7 @@ def test_digits_split_keeps_unseen_digits_out_of_training(shared_data):
 
 
 def test_evidence_yaml_trains_fsdd_with_the_whisper_speech_tower():
-    cfg = load_config(Config, EVIDENCE_YAML, ["speech_tower.num_layers=3"])
+    cfg = load_config(EvidenceConfig, EVIDENCE_YAML, ["speech_tower.num_layers=3"])
     tower = cfg.speech_tower
     assert tower.kind == "audio" and tower.audio_arch == "whisper" and tower.mel_mean_norm
     assert tower.num_layers == 3 and tower.lora.mode == "full"
@@ -77,14 +71,14 @@ def test_evidence_yaml_trains_fsdd_with_the_whisper_speech_tower():
 
 
 def test_a_whisper_window_shorter_than_the_speech_crop_is_refused(tmp_path):
-    cfg = Config(max_speech_s=2.0)
+    cfg = EvidenceConfig(max_speech_s=2.0)
     cfg.speech_tower.max_source_positions = 50
     with pytest.raises(StageError, match="max_source_positions"):
         train_and_score(cfg, tmp_path, "clip", ("one", "two"), ("one", "two"))
 
 
 def test_quick_evidence_runs_end_to_end_and_writes_a_summary(shared_data, tmp_path):
-    cfg = Config(
+    cfg = EvidenceConfig(
         shared_data=str(shared_data),
         out=str(tmp_path / "out"),
         processed=str(tmp_path / "processed"),
