@@ -109,3 +109,49 @@ def test_a_printed_config_loads_back_to_the_same_config(tmp_path: Path) -> None:
     named = _Named(views={"c": _Lora(r=3)})
     dumped.write_text(dump_yaml(named))
     assert load_config(_Named, dumped) == named
+
+
+STAGE_CONFIG_FILES = {
+    "demo-data": "demo_data.yaml",
+    "preprocess": "preprocess.yaml",
+    "train-more": "train_more.yaml",
+    "train-speech": "train_speech.yaml",
+    "evaluate": "evaluate.yaml",
+    "continual": "continual.yaml",
+    "unlearn": "unlearn.yaml",
+    "promote": "promote.yaml",
+    "evidence": "evidence.yaml",
+}
+
+
+def _stage_config_class(stage: str) -> type:
+    import importlib
+
+    from pipelines.cli import STAGES
+
+    module, _, name = STAGES[stage]
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_CONFIG_FILES))
+def test_every_stage_config_and_its_yaml_print_and_load_back(stage: str, tmp_path: Path) -> None:
+    from pipelines.config import dump_yaml
+
+    cls = _stage_config_class(stage)
+    path = Path(__file__).resolve().parents[1] / "configs" / STAGE_CONFIG_FILES[stage]
+    for config in (cls(), load_config(cls, path)):
+        printed = tmp_path / "printed.yaml"
+        printed.write_text(dump_yaml(config))
+        assert load_config(cls, printed) == config
+
+
+def test_stage_config_classes_are_named_after_their_stage() -> None:
+    """``Config`` alone says nothing in a traceback or an import; one class per stage module."""
+    from pipelines.cli import STAGES
+
+    by_module: dict[str, set[str]] = {}
+    for module, _, name in STAGES.values():
+        assert name != "Config", f"{module}: name the config after the stage"
+        by_module.setdefault(module, set()).add(name)
+    names = [name for names in by_module.values() for name in names]
+    assert len(names) == len(set(names)), f"config class names shared between stages: {by_module}"
