@@ -2,7 +2,9 @@
 
 Each function takes a batch tensor and an explicit ``torch.Generator`` so that a resumed run
 draws exactly the augmentations an uninterrupted run would (the generator is seeded from
-``(seed, epoch, step)``), independent of data-loader workers.
+``(seed, epoch, step)``), independent of data-loader workers. These are the array operations; a
+collated batch is augmented view by view by ``dataset.augment_studies``, which looks each view's
+operation up in the modality registry (``registry.view_kind(spec).augment``).
 """
 
 from __future__ import annotations
