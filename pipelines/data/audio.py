@@ -56,12 +56,18 @@ class SpeechConfig:
     min_duration_s: float = dataclasses.field(default=0.05, metadata={"help": "shorter speech is rejected"})
     max_duration_s: float = dataclasses.field(default=30.0, metadata={"help": "longer speech is rejected"})
     max_source_duration_s: float = dataclasses.field(
-        default=300.0,
-        metadata={"help": "recordings whose header declares more are rejected before decoding"},
+        default=60.0,
+        metadata={
+            "help": "recordings whose header declares more are rejected before decoding (room for "
+            "silence around max_duration_s of speech; keeps a worker's peak RSS under 1 GB)"
+        },
     )
     max_decoded_mb: float = dataclasses.field(
-        default=256.0,
-        metadata={"help": "frames x channels x 4 bytes (float32) above this is rejected before decoding"},
+        default=24.0,
+        metadata={
+            "help": "frames x channels x 4 bytes (float32) above this is rejected before decoding "
+            "(24 MB: 60 s of 48 kHz stereo; the resampler needs about 13x the mono input)"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -287,10 +293,12 @@ def read_speech(path: Path, cfg: SpeechConfig) -> list[Decoded]:
     if not np.isfinite(audio).all():
         raise RejectedInput("audio contains NaN or infinite samples", "decode")
     mono = downmix(audio)
+    del audio  # each array is released as soon as the next stage has its input: peak RSS is per file
     level = peak_dbfs(mono)
     if level < cfg.silence_dbfs:
         raise RejectedInput(f"silent audio (peak {level:.1f} dBFS < {cfg.silence_dbfs:g} dBFS)", "clean")
     wave = resample(mono, int(fs_in_hz), cfg.fs_hz)
+    del mono
     if cfg.trim_silence:
         wave = trim_silence(wave, cfg.fs_hz, cfg.trim_top_db, cfg.trim_frame_s, cfg.trim_keep_s)
     duration_s = wave.size / cfg.fs_hz
