@@ -155,3 +155,21 @@ def test_stage_config_classes_are_named_after_their_stage() -> None:
         by_module.setdefault(module, set()).add(name)
     names = [name for names in by_module.values() for name in names]
     assert len(names) == len(set(names)), f"config class names shared between stages: {by_module}"
+
+
+@pytest.mark.parametrize(
+    ("stage", "override", "message"),
+    [
+        ("preprocess", "split_fractions=0.5,0.5,0.5", "split_fractions must be three non-negative numbers"),
+        ("preprocess", "shard_size=0", "shard_size must be at least 1"),
+        ("preprocess", "phi_status=none", "phi_status must be empty or one of"),
+        ("demo-data", "n_subjects=0", "n_subjects must be >= 1"),
+        ("demo-data", "withdrawn_rate=1", r"withdrawn_rate must be in \[0, 1\)"),
+        ("promote", "lock_timeout_s=0", "lock_timeout_s and lock_stale_s must be > 0"),
+    ],
+)
+def test_stage_configs_refuse_invalid_settings_when_built(stage, override, message, capsys) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_stage_config_class(stage), None, [override])
+    assert main([stage, "--print-config", override]) == 2
+    assert "config error" in capsys.readouterr().err
