@@ -55,25 +55,30 @@ TOWER = {"ecg": "ecg", "xray": "image"}  # the demo model's tower that scores ea
 
 
 def fsdd_speech_tower() -> TowerConfig:
-    """The speech tower trained on FSDD: a small Whisper encoder on mean-normalised log-mel, trained fully.
+    """The speech tower trained on FSDD: OpenAI's Whisper tiny.en encoder (packaged), LoRA-tuned.
 
-    1 s of speech (50 positions) holds 99.75% of the trimmed FSDD digits (the longest is 1.2 s). The
-    band-mean normalisation is what carries to an unseen speaker when only three are heard in training:
-    a supervised digit classifier on this tower scored 0.38 on the held-out speaker without it and 0.64
-    with it (0.87 and 0.99 on the training speakers' held-out utterances).
+    1 s of speech (50 positions) holds 99.75% of the trimmed FSDD digits (the longest is 1.2 s); the
+    encoder reads each batch's longest utterance plus 0.5 s of silence, not Whisper's 30 s window. Three
+    speakers are too few to learn speech from scratch (a from-scratch Whisper-shaped tower reached 0.70
+    pooled over the unseen-speaker folds); the pretrained encoder has heard thousands of speakers: a
+    logistic regression on its frozen features scores 0.976 on unseen FSDD speakers (one fold per
+    speaker, every 4th file). LoRA (r 8) on attention and MLP, and the projection, are what trains.
     """
     return TowerConfig(
         kind="audio",
+        pretrained="whisper-tiny.en",
         audio_arch="whisper",
-        hidden_size=128,
-        num_layers=2,
-        num_heads=4,
-        intermediate_size=512,
         n_mels=80,
         max_source_positions=50,
-        mel_mean_norm=True,
+        whisper_input="longest",
         pooling="mean",
-        lora=LoraSettings(mode="full"),
+        lora=LoraSettings(
+            mode="lora",
+            r=8,
+            alpha=16,
+            dropout=0.05,
+            target_modules=["q_proj", "v_proj", "out_proj", "fc1", "fc2"],
+        ),
     )
 
 

@@ -61,8 +61,10 @@ def test_digits_split_keeps_unseen_digits_out_of_training(shared_data):
 def test_evidence_yaml_trains_fsdd_with_the_whisper_speech_tower():
     cfg = load_config(EvidenceConfig, EVIDENCE_YAML, ["speech_tower.num_layers=3"])
     tower = cfg.speech_tower
-    assert tower.kind == "audio" and tower.audio_arch == "whisper" and tower.mel_mean_norm
-    assert tower.num_layers == 3 and tower.lora.mode == "full"
+    # Issue #18: the packaged, pretrained Whisper tiny.en encoder, LoRA-tuned, reading the batch's length.
+    assert tower.kind == "audio" and tower.audio_arch == "whisper" and tower.pretrained == "whisper-tiny.en"
+    assert tower.num_layers == 3 and tower.lora.mode == "lora" and tower.whisper_input == "longest"
+    assert {"q_proj", "v_proj", "fc1", "fc2"} <= set(tower.lora.target_modules)
     # The tower's fixed input window holds the whole speech crop.
     assert tower.max_source_positions * 0.02 >= cfg.max_speech_s
     # Every speaker is the unseen one once, and the from-scratch tower hears speed-perturbed speech.
