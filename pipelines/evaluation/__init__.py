@@ -14,6 +14,7 @@ can use the metrics without a cycle):
 - ``task_sequence``: continual learning's ``EvalSet``, ``evaluate_state``, ``task_row``
 - ``metrics``: classification with bootstrap CIs, ``retrieval_recall``/``retrieval_both_directions``
   (the one R@k), ``l2_normalise``, modality gap, linear probe
+- ``real_data``: the evidence stage's scoring of public recordings and its Markdown summary
 - ``calibration``, ``zpe``, ``prompts`` (prompt sets), ``explain``, ``report`` (HTML)
 
 The stages using it are ``pipelines/evaluate.py``, ``continual.py``, ``unlearn.py`` and ``evidence.py``;
