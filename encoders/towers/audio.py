@@ -56,7 +56,8 @@ def normalise_waveform(waveform: torch.Tensor, valid: torch.Tensor) -> torch.Ten
 
 
 class WhisperLogMel(nn.Module):
-    """Whisper's log-mel spectrogram of ``waveform`` [B, T] (16 kHz), zero-padded or cropped to ``n_frames``.
+    """Whisper's log-mel spectrogram of ``waveform`` [B, T] (16 kHz), zero-padded or cropped to ``n_frames``
+    (the constructor's, or the one passed to :meth:`forward`).
 
     The computation of ``WhisperFeatureExtractor`` (power STFT with a periodic Hann window, n_fft 400,
     hop 160, Slaney mel filters, log10 clamped at 8 below the utterance maximum, then ``(x + 4) / 4``),
