@@ -37,7 +37,7 @@ TRAIN_SRC      := $(CORE_SRC) $(DATA_SRC) $(call src_under,encoders/ pipelines/t
 
 .PHONY: help setup demo-data preprocess preprocess-xray preprocess-ecg preprocess-speech preprocess-reports \
         train-morE train-more train-MoRE train-speech evaluate report report-speech continual unlearn promote rollback serve \
-        evidence mlflow-ui test lint format bench bench-preprocess bench-train-step clean clean-data
+        evidence mlflow-ui mlflow-server test lint format bench bench-preprocess bench-train-step clean clean-data
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -50,6 +50,7 @@ $(SETUP): pyproject.toml scripts/ensure-espeak.sh
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
 	set -o pipefail; $(PY) -m pip install -q -e '.[dev,scale]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	bash scripts/ensure-espeak.sh
+	bash scripts/ensure-postgres.sh
 	touch $@
 
 $(STAMPS):
@@ -109,6 +110,9 @@ rollback: $(SETUP) ## move champion back to previous
 
 mlflow-ui: $(SETUP) ## MLflow UI on 127.0.0.1:5000 against the local store
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+mlflow-server: $(SETUP) ## team MLflow server: PostgreSQL + basic auth on 127.0.0.1:5001, state and 0600 credentials in data/mlflow-server
+	PY=$(PY) bash scripts/mlflow-server.sh $(ARGS)
 
 lint: $(SETUP) ## ruff lint + format check
 	$(VENV)/bin/ruff check pipelines encoders tests

@@ -368,3 +368,42 @@ def _grant(admin: _Api, user: str, resource_type: str, resource_id: str, permiss
         json={"username": user, "resource_type": resource_type, "resource_id": resource_id,
               "permission": permission},
     )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``make mlflow-server``: start (or restart) the team server under ``--root`` and serve until Ctrl-C."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m pipelines.registry.server", description=main.__doc__)
+    parser.add_argument("--root", default="data/mlflow-server", help="cluster, artifacts, 0600 secrets")
+    parser.add_argument("--port", type=int, default=5001, help="tracking server port on 127.0.0.1")
+    parser.add_argument("--pg-port", type=int, default=5433, help="PostgreSQL port on 127.0.0.1")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument(
+        "--models", default="morE-cxr-ecg-report,speech-text", help="registered models to set permissions on"
+    )
+    args = parser.parse_args(argv)
+    models = tuple(name for name in args.models.split(",") if name)
+    print(f">> starting PostgreSQL and the MLflow server under {args.root} (first time: about a minute)")
+    server = start_team_server(Path(args.root), args.port, args.pg_port, models, args.workers)
+    users = server.root / "users"
+    print(
+        f"MLflow team server on {server.uri} (PostgreSQL on 127.0.0.1:{server.postgres.port}).\n"
+        f"Credentials (0600, never printed): {users}/trainer.env (runs, versions), "
+        f"{users}/release.env (promote, rollback), {users}/admin (user admin).\n"
+        f"Use it from a shell:  set -a; . {users}/trainer.env; set +a; make train-morE\n"
+        "Ctrl-C stops the server and PostgreSQL."
+    )
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops as cleanly as Ctrl-C
+    try:
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
