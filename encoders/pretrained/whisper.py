@@ -115,10 +115,6 @@ def whisper_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> Whisp
         value = int(spec.variables[name])
         if value != expected:
             raise ConversionError(f"{name} is {value}; transformers' Whisper implements {expected}")
-    heads = {int(spec.variables[f"{side}/num_heads"]) for side in ("encoder", "decoder")}
-    if len(heads) != 1:
-        raise ConversionError(f"encoder and decoder head counts differ: {sorted(heads)}")
-    (n_heads,) = heads
     vocab_size, d_model = spec.variables["decoder/embeddings/weight"].shape
     n_mels = spec.variables["encoder/conv1/weight"].shape[1]
 
@@ -134,8 +130,8 @@ def whisper_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> Whisp
         d_model=int(d_model),
         encoder_layers=n_layers("encoder"),
         decoder_layers=n_layers("decoder"),
-        encoder_attention_heads=n_heads,
-        decoder_attention_heads=n_heads,
+        encoder_attention_heads=int(spec.variables["encoder/num_heads"]),
+        decoder_attention_heads=int(spec.variables["decoder/num_heads"]),
         encoder_ffn_dim=int(spec.variables["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
         decoder_ffn_dim=int(spec.variables["decoder/layer_0/ffn/linear_0/weight"].shape[0]),
         max_source_positions=int(spec.variables["encoder/position_encodings/encodings"].shape[0]),
