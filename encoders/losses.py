@@ -12,8 +12,9 @@ with T the target distribution (one-hot for CLIP/DCL, CWCL's normalised weights)
 denominator set (all j, or all j except the positive for DCL). Direction a->b uses rows of the logits
 matrix and b->a its columns, so "both" costs ONE logits matmul: the column log-sum-exps and
 weighted column sums are accumulated from the same blocks. With ``chunk_size`` the rows are processed
-in blocks under activation checkpointing, so forward and backward memory grow with N x chunk rather
-than N^2, and the result equals the unchunked one (to float rounding).
+in blocks and the backward pass recomputes each block's logits from the saved log-sum-exps, so
+forward and backward memory grow with N x chunk rather than N^2, and the result equals the unchunked
+one (to float rounding).
 """
 
 from __future__ import annotations
@@ -56,50 +57,184 @@ def cwcl_weights(
 
 
 # --------------------------------------------------------------------------- core
+#
+# Cost model (N queries and keys, D features, R reference features): open_clip's ClipLoss forms
+# both logits matrices and back-propagates through each, six N x N x D matmuls. Here the row and
+# column log-sum-exps share one logits matrix and its gradient is written by hand
+# (:class:`_SoftmaxTerms`): forward one matmul, backward two, and chunking only adds one
+# recomputation of each block's logits (four in all) instead of checkpointing the whole block graph.
+# Targets cost no N x N work except for CWCL with a weight power != 1 (or explicit weights): CLIP's
+# and DCL's positive logits are N dot products, and CWCL's paper weights are affine in the reference
+# cosine, so their weighted logit sums factor through R x D matrices (:func:`_affine_cwcl_targets`).
 
 
-def _block_terms(
+def _blocks(n: int, step: int) -> list[tuple[int, int]]:
+    return [(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def _cache_rows(n_keys: int) -> int:
+    """Rows of logits per elementwise pass: about 2**18 values (1 MiB in fp32) stay in a core's L2
+    cache through the log-sum-exps, instead of streaming the N x N matrix through memory per pass."""
+    return max(1, (1 << 18) // max(n_keys, 1))
+
+
+class _DenseWeights:
+    """Unnormalised CWCL weight blocks, constants of the loss: ``((1 + r_i . k_j) / 2) ** power`` or given rows."""
+
+    def __init__(
+        self,
+        reference_rows: torch.Tensor | None,
+        reference_keys: torch.Tensor | None,
+        weights: torch.Tensor | None,
+        power: float,
+    ) -> None:
+        self.rows, self.keys, self.weights, self.power = reference_rows, reference_keys, weights, power
+
+    def block(self, start: int, stop: int) -> torch.Tensor:
+        if self.weights is not None:
+            return self.weights[start:stop]
+        block = torch.addmm(self.rows.new_tensor(0.5), self.rows[start:stop], self.keys.T, alpha=0.5)
+        # Rounding can leave 1 + cos a hair below 0, where a fractional power is NaN.
+        return block.clamp_(min=0).pow_(self.power) if self.power != 1 else block
+
+
+class _SoftmaxTerms(torch.autograd.Function):
+    """Row and column log-sum-exps of ``logits = exp(log_scale) * queries @ keys.T``, minus dense targets.
+
+    Returns ``row [M]`` = lse_j(logits_ij) - sum_j T_ij logits_ij and ``column [N]`` the same over i
+    (T = the dense weights normalised per row, resp. per column; no target term without weights).
+    Backward uses d lse / d logits = softmax, so the gradient of the logits is
+    ``g_i (softmax_row - T_row)_ij + g_j (softmax_column - T_column)_ij`` and costs two matmuls; the
+    logits are kept (``step >= M``) or recomputed block by block from the saved log-sum-exps, so
+    memory is O(N * step) beyond the inputs. ``positives`` marks, with ``exclude_positive``, the
+    entries DCL leaves out of the denominators.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        log_scale: torch.Tensor,
+        positives: torch.Tensor,
+        dense: _DenseWeights | None,
+        exclude_positive: bool,
+        with_columns: bool,
+        step: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n_queries, n_keys = queries.shape[0], keys.shape[0]
+        scaled_keys = keys * log_scale.exp()
+        keep_logits = step >= n_queries
+        row_lse = queries.new_empty(n_queries)
+        row_target = queries.new_zeros(n_queries)
+        row_weight = queries.new_ones(n_queries)
+        column_lse_parts = []
+        column_target = queries.new_zeros(n_keys)
+        column_weight = queries.new_zeros(n_keys) if dense is not None else queries.new_ones(n_keys)
+        kept = []
+        for start, stop in _blocks(n_queries, step):
+            logits = _SoftmaxTerms._logits(queries, scaled_keys, positives, exclude_positive, start, stop)
+            weights = dense.block(start, stop) if dense is not None else None
+            if keep_logits:
+                kept += [logits] if weights is None else [logits, weights]
+            for low, high in _blocks(stop - start, _cache_rows(n_keys)):
+                part = logits[low:high]
+                row_lse[start + low : start + high] = torch.logsumexp(part, dim=1)
+                if with_columns:
+                    column_lse_parts.append(torch.logsumexp(part, dim=0))
+                if weights is not None:
+                    weighted = weights[low:high] * part
+                    row_target[start + low : start + high] = weighted.sum(dim=1)
+                    row_weight[start + low : start + high] = weights[low:high].sum(dim=1)
+                    if with_columns:
+                        column_target += weighted.sum(dim=0)
+                        column_weight += weights[low:high].sum(dim=0)
+        column_lse = (
+            torch.logsumexp(torch.stack(column_lse_parts), dim=0) if with_columns else queries.new_zeros(0)
+        )
+        row = row_lse - row_target / row_weight
+        column = column_lse - column_target / column_weight if with_columns else column_lse
+        ctx.save_for_backward(
+            queries, scaled_keys, log_scale, positives, row_lse, column_lse, row_weight, column_weight, *kept
+        )
+        ctx.dense, ctx.exclude_positive = dense, exclude_positive
+        ctx.with_columns, ctx.step = with_columns, step
+        return row, column
+
+    @staticmethod
+    def _logits(
+        queries: torch.Tensor,
+        scaled_keys: torch.Tensor,
+        positives: torch.Tensor,
+        exclude_positive: bool,
+        start: int,
+        stop: int,
+    ) -> torch.Tensor:
+        logits = queries[start:stop] @ scaled_keys.T
+        if exclude_positive:
+            # DCL, Yeh et al. 2022, Eq. 6: the positive pair leaves the denominator.
+            logits[torch.arange(stop - start, device=logits.device), positives[start:stop]] = float("-inf")
+        return logits
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_row: torch.Tensor, grad_column: torch.Tensor):
+        queries, scaled_keys, log_scale, positives, row_lse, column_lse, row_weight, column_weight, *kept = (
+            ctx.saved_tensors
+        )
+        grad_queries = torch.empty_like(queries)
+        grad_keys = torch.zeros_like(scaled_keys)
+        with_columns = ctx.with_columns
+        if ctx.dense is not None:
+            row_factor = grad_row / row_weight
+            column_factor = grad_column / column_weight if with_columns else None
+        for start, stop in _blocks(queries.shape[0], ctx.step):
+            if kept:
+                logits, weights = kept[0], (kept[1] if len(kept) > 1 else None)
+            else:
+                logits = _SoftmaxTerms._logits(
+                    queries, scaled_keys, positives, ctx.exclude_positive, start, stop
+                )
+                weights = ctx.dense.block(start, stop) if ctx.dense is not None else None
+            grad_logits = torch.empty_like(logits)
+            for low, high in _blocks(stop - start, _cache_rows(logits.shape[1])):
+                rows = slice(start + low, start + high)
+                part, grad = logits[low:high], grad_logits[low:high]
+                torch.sub(part, row_lse[rows, None], out=grad).exp_().mul_(grad_row[rows, None])
+                if with_columns:
+                    grad.addcmul_((part - column_lse).exp_(), grad_column)
+                if weights is not None:
+                    grad.addcmul_(weights[low:high], row_factor[rows, None], value=-1)
+                    if with_columns:
+                        grad.addcmul_(weights[low:high], column_factor, value=-1)
+            torch.mm(grad_logits, scaled_keys, out=grad_queries[start:stop])
+            grad_keys.addmm_(grad_logits.T, queries[start:stop])
+        # logits = s q.k, so d/d log_scale = sum_ij g_ij logits_ij = sum_i q_i . (d/d q_i).
+        grad_log_scale = (queries * grad_queries).sum().reshape(log_scale.shape)
+        grad_keys.mul_(log_scale.exp())
+        return grad_queries, grad_keys, grad_log_scale, None, None, None, None, None
+
+
+def _affine_cwcl_targets(
     queries: torch.Tensor,
     keys: torch.Tensor,
     log_scale: torch.Tensor,
-    positives: torch.Tensor,
-    weight_rows: torch.Tensor | None,
-    weight_keys: torch.Tensor | None,
-    exclude_positive: bool,
+    reference_rows: torch.Tensor,
+    reference_keys: torch.Tensor,
     with_columns: bool,
-    weight_power: float = 1.0,
-) -> tuple[torch.Tensor, ...]:
-    """Per-row and per-column partial terms of one block of query rows against all keys.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """CWCL's target logits for the paper's weights, ``w_ij = (1 + r_i . k_j) / 2``, without an N x N matrix.
 
-    ``weight_rows``/``weight_keys``: normalised reference features (CWCL weights are computed here,
-    block by block), or ``weight_rows`` an explicit [C, N] weight block with ``weight_keys`` None.
+    sum_j w_ij logits_ij = s/2 (a_i . sum_j b_j + r_i^T (K^T B) a_i) and sum_j w_ij = (N + r_i . sum_j k_j) / 2:
+    the weighted row sum is bilinear in (r_i, a_i), so it costs O(N R D). Columns swap the roles.
     """
-    logits = log_scale.exp() * queries @ keys.T
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    positive_logits = logits[rows, positives]
-    if exclude_positive:
-        # DCL, Yeh et al. 2022, Eq. 6: the positive pair leaves the denominator.
-        is_positive = torch.zeros_like(logits, dtype=torch.bool)
-        is_positive[rows, positives] = True
-        denominators = logits.masked_fill(is_positive, float("-inf"))
-    else:
-        denominators = logits
-    row_lse = torch.logsumexp(denominators, dim=1)
-    empty = logits.new_zeros(0)
-    if weight_rows is None:
-        row_target, column_weighted, column_weight = positive_logits, empty, empty
-    else:
-        weights = (
-            weight_rows
-            if weight_keys is None
-            else ((1.0 + weight_rows @ weight_keys.T) / 2.0).pow(weight_power)
-        )
-        weighted = weights * logits
-        row_target = weighted.sum(dim=1) / weights.sum(dim=1)
-        column_weighted = weighted.sum(dim=0) if with_columns else empty
-        column_weight = weights.sum(dim=0) if with_columns else empty
-    column_lse = torch.logsumexp(denominators, dim=0) if with_columns else empty
-    return row_lse, row_target, positive_logits, column_lse, column_weighted, column_weight
+    scale = log_scale.exp()
+    row = scale * (queries * (keys.sum(0) + reference_rows @ (reference_keys.T @ keys))).sum(1)
+    row = row / (keys.shape[0] + reference_rows @ reference_keys.sum(0))
+    if not with_columns:
+        return row, None
+    column = scale * (keys * (queries.sum(0) + reference_keys @ (reference_rows.T @ queries))).sum(1)
+    return row, column / (queries.shape[0] + reference_keys @ reference_rows.sum(0))
 
 
 def _directional_terms(
@@ -119,50 +254,46 @@ def _directional_terms(
     """Per-query losses (query->key direction) and, when ``with_columns``, per-key losses (key->query).
 
     ``positives`` [M]: column of each query's positive (default: the diagonal). Columns are only
-    meaningful when the queries are all N samples (the positives a permutation of the keys).
+    meaningful when the queries are all N samples (the positives a permutation of the keys). CWCL
+    weights (from ``reference_*`` or ``weights``) are constants: no gradient flows into them.
     """
     n_queries = queries.shape[0]
     if positives is None:
         positives = torch.arange(n_queries, device=queries.device)
     queries, keys = _fp32_or_wider(queries), _fp32_or_wider(keys)
-    if reference_rows is not None:
-        reference_rows = F.normalize(_fp32_or_wider(reference_rows), dim=-1)
-        reference_keys = (
-            F.normalize(_fp32_or_wider(reference_keys), dim=-1)
-            if reference_keys is not None
-            else reference_rows
-        )
+    dtype = torch.promote_types(queries.dtype, keys.dtype)
+    queries, keys, log_scale = queries.to(dtype), keys.to(dtype), log_scale.to(dtype)
     step = n_queries if not chunk_size or chunk_size >= n_queries else int(chunk_size)
-    blocks = []
-    for start in range(0, n_queries, step):
-        stop = min(start + step, n_queries)
+    dense = affine = None
+    with torch.no_grad():
         if reference_rows is not None:
-            weight_rows, weight_keys = reference_rows[start:stop], reference_keys
+            rows = F.normalize(reference_rows.to(dtype), dim=-1)
+            keys_ref = rows if reference_keys is None else F.normalize(reference_keys.to(dtype), dim=-1)
+            if weight_power == 1:
+                affine = (rows, keys_ref)
+            else:
+                dense = _DenseWeights(rows, keys_ref, None, weight_power)
         elif weights is not None:
-            weight_rows, weight_keys = _fp32_or_wider(weights[start:stop]), None
+            dense = _DenseWeights(None, None, weights.detach().to(dtype), 1.0)
+    if exclude_positive and dense is not None:
+        raise ValueError("positives leave the denominator only with one-hot targets (DCL), not CWCL weights")
+    # The logits and their log-sum-exps run in fp32 even under autocast (bf16 would cost ~0.01 nats).
+    with torch.autocast(queries.device.type, enabled=False):
+        row_loss, column_loss = _SoftmaxTerms.apply(
+            queries, keys, log_scale, positives, dense, exclude_positive, with_columns, step
+        )
+        if dense is not None:
+            return row_loss, column_loss if with_columns else None
+        if affine is not None:
+            row_target, column_target = _affine_cwcl_targets(queries, keys, log_scale, *affine, with_columns)
         else:
-            weight_rows = weight_keys = None
-        args = (queries[start:stop], keys, log_scale, positives[start:stop], weight_rows, weight_keys)
-        if step < n_queries:
-            # Recompute the block in backward instead of keeping its C x N logits alive.
-            blocks.append(
-                checkpoint(
-                    _block_terms, *args, exclude_positive, with_columns, weight_power, use_reentrant=False
-                )
+            # One-hot targets: query i's target logit is its positive's; key j's sits in the query
+            # row whose positive is j.
+            row_target = log_scale.exp() * (queries * keys[positives]).sum(1)
+            column_target = (
+                torch.empty_like(column_loss).scatter(0, positives, row_target) if with_columns else None
             )
-        else:
-            blocks.append(_block_terms(*args, exclude_positive, with_columns, weight_power))
-    row_lse, row_target, positive_logits = (torch.cat([b[i] for b in blocks]) for i in range(3))
-    row_loss = row_lse - row_target
-    if not with_columns:
-        return row_loss, None
-    column_lse = torch.logsumexp(torch.stack([b[3] for b in blocks]), dim=0)
-    if reference_rows is None and weights is None:
-        # One-hot targets: key j's positive logit sits in the query row whose positive is j.
-        column_target = torch.empty_like(column_lse).scatter(0, positives, positive_logits)
-    else:
-        column_target = sum(b[4] for b in blocks) / sum(b[5] for b in blocks)
-    return row_loss, column_lse - column_target
+    return row_loss - row_target, column_loss - column_target if with_columns else None
 
 
 def _reduce_directions(

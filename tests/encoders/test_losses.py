@@ -291,3 +291,176 @@ def test_cwcl_weight_power_sharpens_the_targets_and_matches_the_formula() -> Non
     )
     entropy = [-(w * w.log()).sum(1).mean() for w in (cwcl_weights(ref, power=p) for p in (1, 4, 32))]
     assert entropy[0] > entropy[1] > entropy[2]
+
+
+# --------------------------------------------------------------------------- fast paths equal autograd
+# The losses write their gradients by hand (one logits matmul forward, two backward, blocks recomputed
+# when chunked) and factor CWCL's paper weights through R x D matrices. Each path must equal the
+# plain full-matrix formula differentiated by torch.autograd: values and gradients in a, b, logit_scale.
+
+
+def autograd_reference(a, b, log_scale, kind, direction, reference=None, power=1.0, weights=None):
+    """Full N x N logits, log_softmax over rows (a->b) and columns (b->a), targets normalised the same way."""
+    logits = log_scale.exp() * a @ b.T
+    n = a.shape[0]
+    diagonal = torch.eye(n, dtype=torch.bool)
+    if kind == "dcl":
+        denominators = logits.masked_fill(diagonal, float("-inf"))
+        a2b = (torch.logsumexp(denominators, 1) - logits.diagonal()).mean()
+        b2a = (torch.logsumexp(denominators, 0) - logits.diagonal()).mean()
+    else:
+        if weights is not None:
+            w = weights
+        elif reference is not None:
+            r = F.normalize(reference, dim=-1)
+            w = ((1 + r @ r.T) / 2) ** power
+        else:
+            w = diagonal.to(a.dtype)
+        a2b = -(w / w.sum(1, keepdim=True) * F.log_softmax(logits, 1)).sum(1).mean()
+        b2a = -(w / w.sum(0, keepdim=True) * F.log_softmax(logits, 0)).sum(0).mean()
+    return {"a2b": a2b, "b2a": b2a, "both": (a2b + b2a) / 2}[direction]
+
+
+FAST_PATHS = ["clip", "cwcl_power1", "cwcl_power8", "cwcl_weights", "dcl"]
+
+
+def _fast_and_reference(kind, n=23, seed=30):
+    generator = torch.Generator().manual_seed(seed)
+    reference = torch.randn(n, 6, generator=generator, dtype=torch.float64)
+    weights = torch.rand(n, n, generator=generator, dtype=torch.float64)  # not symmetric
+    fast = {
+        "clip": lambda a, b, s, **k: clip_loss(a, b, s, **k),
+        "dcl": lambda a, b, s, **k: dcl_loss(a, b, s, **k),
+        "cwcl_power1": lambda a, b, s, **k: cwcl_loss(a, b, s, reference, **k),
+        "cwcl_power8": lambda a, b, s, **k: cwcl_loss(a, b, s, reference, weight_power=8.0, **k),
+        "cwcl_weights": lambda a, b, s, **k: cwcl_loss(a, b, s, weights=weights, **k),
+    }[kind]
+    options = {
+        "clip": {},
+        "dcl": {},
+        "cwcl_power1": {"reference": reference},
+        "cwcl_power8": {"reference": reference, "power": 8.0},
+        "cwcl_weights": {"weights": weights},
+    }[kind]
+    slow = lambda a, b, s, direction: autograd_reference(  # noqa: E731
+        a, b, s, "dcl" if kind == "dcl" else "cwcl", direction, **options
+    )
+    return fast, slow
+
+
+@pytest.mark.parametrize("kind", FAST_PATHS)
+@pytest.mark.parametrize("direction", ["both", "a2b", "b2a"])
+@pytest.mark.parametrize("chunk_size", [None, 5, 23])
+def test_fast_loss_and_gradients_equal_autograd_of_the_full_formula(kind, direction, chunk_size):
+    a = unit(23, 8, 31).requires_grad_(True)
+    b = unit(23, 8, 32).requires_grad_(True)
+    log_scale = torch.tensor(math.log(14.0), dtype=torch.float64, requires_grad=True)
+    fast, slow = _fast_and_reference(kind)
+    got = fast(a, b, log_scale, direction=direction, chunk_size=chunk_size)
+    want = slow(a, b, log_scale, direction)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    for got_grad, want_grad in zip(
+        torch.autograd.grad(got, (a, b, log_scale)), torch.autograd.grad(want, (a, b, log_scale)), strict=True
+    ):
+        torch.testing.assert_close(got_grad, want_grad, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", FAST_PATHS)
+def test_fast_paths_in_float32_match_the_float64_formula(kind):
+    a64, b64 = unit(40, 16, 33), unit(40, 16, 34)
+    log_scale64 = torch.tensor(math.log(50.0), dtype=torch.float64, requires_grad=True)
+    fast, slow = _fast_and_reference(kind, n=40)
+    a, b = a64.float().requires_grad_(True), b64.float().requires_grad_(True)
+    log_scale = log_scale64.detach().float().requires_grad_(True)
+    for chunk_size in (None, 16):
+        got = fast(a, b, log_scale, chunk_size=chunk_size)
+        want = slow(a64.requires_grad_(True), b64.requires_grad_(True), log_scale64, "both")
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+        for got_grad, want_grad in zip(
+            torch.autograd.grad(got, (a, b, log_scale)),
+            torch.autograd.grad(want, (a64, b64, log_scale64)),
+            strict=True,
+        ):
+            torch.testing.assert_close(got_grad.double(), want_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["clip", "cwcl", "dcl"])
+@pytest.mark.parametrize("power", [1.0, 8.0])
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_masked_objective_equals_autograd_on_the_present_rows(kind, power, chunk_size):
+    a = unit(11, 5, 35).requires_grad_(True)
+    b = unit(11, 5, 36).requires_grad_(True)
+    log_scale = torch.tensor(math.log(9.0), dtype=torch.float64, requires_grad=True)
+    reference = torch.randn(11, 7, generator=torch.Generator().manual_seed(37), dtype=torch.float64)
+    present_a = torch.tensor([1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1], dtype=torch.bool)
+    present_r = torch.tensor([1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1], dtype=torch.bool)
+    objective = ContrastiveObjective(
+        [PairSpec("x", "r", weights_from="r")], kind=kind, chunk_size=chunk_size, cwcl_weight_power=power
+    )
+    got, _ = objective({"x": a, "r": b}, {"x": present_a, "r": present_r}, log_scale, {"r": reference})
+    keep = present_a & present_r
+    want = autograd_reference(
+        a[keep], b[keep], log_scale, kind, "both", reference[keep] if kind == "cwcl" else None, power
+    )
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    got_grads = torch.autograd.grad(got, (a, b, log_scale))
+    want_grads = torch.autograd.grad(want, (a, b, log_scale))
+    for got_grad, want_grad in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(got_grad, want_grad, rtol=1e-9, atol=1e-12)
+    assert torch.all(got_grads[0][~keep] == 0) and torch.all(got_grads[1][~keep] == 0)
+
+
+@pytest.mark.parametrize("power", [1.0, 8.0])
+@pytest.mark.parametrize("exclude_positive", [False, True])
+def test_a_subset_of_queries_against_all_keys_equals_those_rows_of_the_full_loss(power, exclude_positive):
+    # The local_loss path: some queries (one rank's rows) against every gathered key, row direction only.
+    from encoders.losses import _directional_terms
+
+    a = unit(13, 6, 38).requires_grad_(True)
+    b = unit(13, 6, 39).requires_grad_(True)
+    log_scale = torch.tensor(math.log(7.0), dtype=torch.float64, requires_grad=True)
+    reference = None if exclude_positive else torch.randn(13, 4, dtype=torch.float64)
+    local = torch.tensor([3, 4, 5, 6, 7])
+    got, columns = _directional_terms(
+        a[local],
+        b,
+        log_scale,
+        positives=local,
+        reference_rows=None if reference is None else reference[local],
+        reference_keys=reference,
+        exclude_positive=exclude_positive,
+        with_columns=False,
+        chunk_size=2,
+        weight_power=power,
+    )
+    assert columns is None
+    logits = log_scale.exp() * a @ b.T
+    if exclude_positive:
+        diagonal = torch.eye(13, dtype=torch.bool)
+        per_row = torch.logsumexp(logits.masked_fill(diagonal, float("-inf")), 1) - logits.diagonal()
+    else:
+        r = F.normalize(reference, dim=-1)
+        w = ((1 + r @ r.T) / 2) ** power
+        per_row = -(w / w.sum(1, keepdim=True) * F.log_softmax(logits, 1)).sum(1)
+    want = per_row[local]
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    weights_of_rows = torch.arange(1.0, 6.0, dtype=torch.float64)  # a non-uniform upstream gradient
+    got_grads = torch.autograd.grad((got * weights_of_rows).sum(), (a, b, log_scale))
+    want_grads = torch.autograd.grad((want * weights_of_rows).sum(), (a, b, log_scale))
+    for got_grad, want_grad in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(got_grad, want_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_bf16_autocast_features_give_the_fp32_loss_of_the_same_values():
+    a = F.normalize(torch.randn(32, 16, generator=torch.Generator().manual_seed(40)), dim=-1)
+    b = F.normalize(torch.randn(32, 16, generator=torch.Generator().manual_seed(41)), dim=-1)
+    reference = torch.randn(32, 8, generator=torch.Generator().manual_seed(42))
+    a16, b16 = a.bfloat16().requires_grad_(True), b.bfloat16().requires_grad_(True)
+    log_scale = torch.tensor(math.log(20.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = cwcl_loss(a16, b16, log_scale, reference)
+    assert got.dtype == torch.float32
+    want = cwcl_loss(a16.detach().float(), b16.detach().float(), log_scale, reference)
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert a16.grad.dtype == torch.bfloat16 and torch.isfinite(a16.grad.float()).all()
