@@ -18,6 +18,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from pipelines.data.ids import file_sha256
+from pipelines.data.reports import scrub_identifiers
 
 XRAY_SUFFIXES = (".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 WFDB_HEADER = ".hea"
@@ -25,6 +26,8 @@ WFDB_SIGNAL_SUFFIXES = (".dat", ".mat")
 ECG_DICOM_SUFFIXES = (".dcm", ".dicom")
 SPEECH_SUFFIXES = (".wav", ".flac", ".ogg", ".oga")
 TRANSCRIPTS = "transcripts.csv"
+# Side-table columns holding free text; every other column is a label, code, ID or split.
+FREE_TEXT_COLUMNS = ("report", "transcript")
 # Trailing view codes in file names such as "<accession>_PA.dcm" (DICOM ViewPosition values).
 _VIEW_SUFFIX = re.compile(r"[_-](PA|AP|LL|RL|LAT|LATERAL|LLD|RLD|AP_SUPINE)$", re.IGNORECASE)
 
@@ -46,6 +49,13 @@ class SourceItem:
     raw_study: str
     extra: dict[str, str] = dataclasses.field(default_factory=dict)
     reject: str | None = None
+
+    def __post_init__(self) -> None:
+        # Free text from a side table (reports, transcripts) can name people or carry record numbers:
+        # it reaches the manifest only through the report scrubber, whichever adapter supplied it.
+        scrubbed = {k: scrub_identifiers(v) for k, v in self.extra.items() if k in FREE_TEXT_COLUMNS and v}
+        if scrubbed:
+            self.extra = {**self.extra, **scrubbed}
 
 
 def modality_root(root: Path, modality: str) -> Path:
@@ -189,7 +199,10 @@ def list_speech(root: Path) -> list[SourceItem]:
         item = _item(path, root, mroot)
         row = transcripts.get(path.relative_to(mroot).as_posix())
         if row:
-            item.extra = {k: row[k] for k in ("transcript", "intent") if row.get(k) is not None}
-            item.raw_subject = row.get("speaker") or item.raw_subject
+            item = dataclasses.replace(
+                item,
+                extra={k: row[k] for k in ("transcript", "intent") if row.get(k) is not None},
+                raw_subject=row.get("speaker") or item.raw_subject,
+            )
         items.append(item)
     return items

@@ -62,3 +62,24 @@ def test_pseudonymous_paths_hide_names_and_depend_on_the_salt():
     assert shown.startswith("xray/") and shown.endswith(".dcm") and "MRN0042" not in shown
     assert shown == sources.pseudonymous_path("xray/MRN0042/ACC7_PA.dcm", "salt-a")
     assert shown != sources.pseudonymous_path("xray/MRN0042/ACC7_PA.dcm", "salt-b")
+
+
+def test_free_text_from_side_tables_is_scrubbed_labels_are_not(tmp_path):
+    speech = tmp_path / "speech" / "spk1"
+    speech.mkdir(parents=True)
+    (speech / "a.wav").write_bytes(b"RIFF")
+    (tmp_path / "speech" / "transcripts.csv").write_text(
+        "file,speaker,transcript,intent\nspk1/a.wav,spk1,call Dr. Canary Smith about MRN 12345678,call_MRN_1\n"
+    )
+    (item,) = sources.list_speech(tmp_path)
+    assert item.extra["transcript"] == "call [NAME] about MRN [ID]"
+    assert item.extra["intent"] == "call_MRN_1"  # a label, not free text
+    adapter_item = sources.SourceItem(
+        tmp_path / "x.hea",
+        "x.hea",
+        (tmp_path / "x.hea",),
+        "s",
+        "t",
+        extra={"report": "Patient: Jane Canary. NSR."},
+    )
+    assert "Canary" not in adapter_item.extra["report"] and adapter_item.extra["report"].endswith("NSR.")
