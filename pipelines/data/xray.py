@@ -607,6 +607,14 @@ def _read_bitmap(path: Path, cfg: XrayConfig) -> tuple[np.ndarray, dict[str, obj
         with Image.open(path) as img:
             if getattr(img, "n_frames", 1) > 1:
                 raise RejectedInput(f"multi-frame image ({img.n_frames} frames)")
+            # Image.open parsed only the header: check the declared size before decoding a pixel.
+            width_px, height_px = img.size
+            bands = len(img.getbands())
+            if width_px * height_px * bands > cfg.max_pixels:
+                raise RejectedInput(
+                    f"image declares {width_px} x {height_px} pixels x {bands} bands = "
+                    f"{width_px * height_px * bands} values > max_pixels={cfg.max_pixels}: not decoded"
+                )
             img.load()
             mode, kind = img.mode, (img.format or path.suffix.lstrip(".")).lower()
             if mode == "P":
@@ -618,6 +626,8 @@ def _read_bitmap(path: Path, cfg: XrayConfig) -> tuple[np.ndarray, dict[str, obj
             array = np.asarray(img)
     except UnidentifiedImageError:
         raise RejectedInput(f"not a readable image ({path.suffix or 'no extension'})") from None
+    except Image.DecompressionBombError as exc:
+        raise RejectedInput(f"image too large to decode ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise RejectedInput(f"truncated or corrupt image data ({exc})") from None
     meta: dict[str, object] = {"format": kind, "modality": None, "view": None, "photometric": "MONOCHROME2"}

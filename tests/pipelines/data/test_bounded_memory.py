@@ -45,7 +45,9 @@ def test_wav_declaring_4_4_hours_is_rejected_from_its_header(tmp_path):
 
 def test_wav_declaring_too_many_channels_is_rejected_by_its_decoded_size(tmp_path):
     path = sparse_wav(tmp_path / "wide.wav", 16000 * 30, 16000, channels=64)
-    with pytest.raises(RejectedInput, match=r"480000 frames x 64 channels = 117 MB as float32 > max_decoded_mb=24"):
+    with pytest.raises(
+        RejectedInput, match=r"480000 frames x 64 channels = 117 MB as float32 > max_decoded_mb=24"
+    ):
         read_speech(path, SpeechConfig())
 
 
@@ -84,3 +86,26 @@ def test_ecg_dicom_declaring_a_huge_waveform_is_rejected_from_its_header(tmp_pat
     ds.save_as(path)
     with pytest.raises(RejectedInput, match=r"waveform declares 4000000000 samples x 2 channels"):
         read_ecg(path, EcgConfig())
+
+
+def png_header(path: Path, width_px: int, height_px: int) -> Path:
+    """A grey 8-bit PNG whose IHDR declares ``width_px`` x ``height_px`` over a few bytes of data."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width_px, height_px, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize(
+    ("side_px", "expected"), [(10_000, "10000 x 10000 pixels x 1 bands"), (60_000, "too large")]
+)
+def test_png_declaring_a_huge_image_is_rejected_before_decoding(tmp_path, side_px, expected):
+    from pipelines.data.xray import XrayConfig, read_xray
+
+    with pytest.raises(RejectedInput, match=expected):
+        read_xray(png_header(tmp_path / "huge.png", side_px, side_px), XrayConfig())
