@@ -140,6 +140,10 @@ class EcgConfig:
     max_read_s: float = dataclasses.field(
         default=600.0, metadata={"help": "longer records are decoded only up to this (bounded memory)"}
     )
+    max_header_bytes: int = dataclasses.field(
+        default=1 << 20,
+        metadata={"help": "larger .hea files are rejected unparsed (real headers are a few KB)"},
+    )
     max_samples: int = dataclasses.field(
         default=20_000_000,
         metadata={
@@ -190,6 +194,11 @@ def read_ecg(path: Path, cfg: EcgConfig) -> list[Decoded]:
         raise RejectedInput("empty file (0 bytes)")
     suffix = path.suffix.lower()
     if suffix == ".hea":
+        size = path.stat().st_size
+        if size > cfg.max_header_bytes:
+            raise RejectedInput(
+                f"WFDB header of {size} bytes > max_header_bytes={cfg.max_header_bytes}: not parsed"
+            )
         source = _read_wfdb(path, cfg)
     elif suffix in (".dcm", ".dicom"):
         source = _read_dicom_waveform(path, cfg)

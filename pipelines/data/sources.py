@@ -26,6 +26,7 @@ WFDB_SIGNAL_SUFFIXES = (".dat", ".mat")
 ECG_DICOM_SUFFIXES = (".dcm", ".dicom")
 SPEECH_SUFFIXES = (".wav", ".flac", ".ogg", ".oga")
 TRANSCRIPTS = "transcripts.csv"
+_WFDB_HEADER_READ_BYTES = 1 << 20
 # Side-table columns holding free text; every other column is a label, code, ID or split.
 FREE_TEXT_COLUMNS = ("report", "transcript")
 # Trailing view codes in file names such as "<accession>_PA.dcm" (DICOM ViewPosition values).
@@ -147,10 +148,12 @@ def _wfdb_signal_files(header: Path) -> list[Path]:
     """Signal files a WFDB header names (first token of each signal line), plus same-stem .dat/.mat."""
     names: set[str] = set()
     try:
+        # The record and signal lines come first; a bounded read keeps a huge or hostile header cheap
+        # (the reader rejects it by its size).
+        with open(header, "rb") as handle:
+            text = handle.read(_WFDB_HEADER_READ_BYTES).decode("latin-1")
         lines = [
-            line.strip()
-            for line in header.read_text(errors="replace").splitlines()
-            if line.strip() and not line.lstrip().startswith("#")
+            line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
         ]
         n_signals = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
         names.update(line.split()[0] for line in lines[1 : 1 + n_signals] if line.split())

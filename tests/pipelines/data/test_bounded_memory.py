@@ -109,3 +109,11 @@ def test_png_declaring_a_huge_image_is_rejected_before_decoding(tmp_path, side_p
 
     with pytest.raises(RejectedInput, match=expected):
         read_xray(png_header(tmp_path / "huge.png", side_px, side_px), XrayConfig())
+
+
+def test_oversized_wfdb_header_is_rejected_unparsed(tmp_path):
+    hea = write_wfdb(tmp_path, "big", tones(5000, 500, ["I", "II"]), ["I", "II"], 500)
+    with open(hea, "a") as handle:
+        handle.write("# padding\n" * 200_000)  # 2 MB of comments
+    with pytest.raises(RejectedInput, match=r"WFDB header of 2\d{6} bytes > max_header_bytes=1048576"):
+        read_ecg(hea, EcgConfig())
