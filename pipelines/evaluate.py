@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipelines.data import registry
 from pipelines.data.dataset import StudyDataset, ViewSpec, more_views
 from pipelines.errors import StageError
 from pipelines.evaluation.embeddings import SplitEmbeddings, embed_split
@@ -32,7 +33,7 @@ from pipelines.evaluation.zero_shot import (
     linear_probe_rows,
     task_metric_names,
 )
-from pipelines.training import SPEECH_FS_HZ, resolve_device
+from pipelines.training import resolve_device
 
 
 @dataclasses.dataclass
@@ -96,8 +97,13 @@ def _load_model(cfg: EvaluateConfig, ref: str) -> tuple[Any, Any]:
             raise StageError(f"cannot load model {cfg.model_name} (champion or latest): {err2}") from err2
 
 
+def _max_speech_samples(cfg: EvaluateConfig) -> int:
+    """``max_speech_s`` in samples at the data's speech rate (preprocessing's ``normalisation.json``)."""
+    return int(cfg.max_speech_s * (registry.sample_rate_hz("speech", cfg.data_root) or 0))
+
+
 def _dataset(cfg: EvaluateConfig, split: str) -> StudyDataset:
-    max_samples = int(cfg.max_speech_s * SPEECH_FS_HZ)
+    max_samples = _max_speech_samples(cfg)
     return StudyDataset(cfg.data_root, split, cfg.views, key=cfg.key, max_speech_samples=max_samples)
 
 
@@ -274,10 +280,9 @@ def _run(cfg: EvaluateConfig, with_report: bool) -> int:
         tracker.log_metrics({k: float(v) for k, v in metrics.items() if not math.isnan(float(v))}, 0)
         _log_test_probabilities(tracker, cfg, evaluation)
         if getattr(version, "version", None) is not None:
-            max_samples = int(cfg.max_speech_s * SPEECH_FS_HZ)
             record_served_classifiers(
                 cfg.model_name, str(version.version), tracker.run_id, evaluation["tasks"], cfg.tasks, cfg.views,
-                max_samples, tracker.client,
+                _max_speech_samples(cfg), tracker.client,
             )  # fmt: skip
         print(_headline(cfg, version, metrics))
         if with_report:

@@ -122,6 +122,22 @@ def ecg_saliency(
     return _unit_range(attribution), importance
 
 
+def _xray_example(model: Any, item: dict, view: str, tower: str, direction: np.ndarray, seed: int) -> dict:
+    inputs = item[view]
+    heat = xray_heatmap(model, inputs, direction, tower=tower, seed=seed)
+    return {"image": inputs[0].numpy(), "heatmap": heat}
+
+
+def _ecg_example(model: Any, item: dict, view: str, tower: str, direction: np.ndarray, seed: int) -> dict:
+    inputs, mask = item[view], item.get(f"{view}_lead_mask")
+    saliency, importance = ecg_saliency(model, inputs, direction, lead_mask=mask, tower=tower, seed=seed)
+    return {"signal": inputs.numpy(), "saliency": saliency, "importance": importance}
+
+
+# The explanation drawn for each modality the report shows (the report's ``explanations`` keys).
+EXPLAINERS = {"xray": _xray_example, "ecg": _ecg_example}
+
+
 def explanation_examples(
     model: Any,
     dataset: Any,
@@ -131,14 +147,15 @@ def explanation_examples(
     n_examples: int,
     seed: int = 0,
 ) -> dict[str, list[dict]]:
-    """Saliency for the first ``n_examples`` studies of ``dataset`` with each image view (X-ray
+    """Saliency for the first ``n_examples`` studies of ``dataset`` with each explained view (X-ray
     heatmaps, ECG lead saliency), for the finding scored highest. ``tasks``: name -> task config
     (``view``); ``directions``: name -> {label: embedding direction of the label's score}."""
-    out: dict[str, list[dict]] = {"xray": [], "ecg": []}
+    out: dict[str, list[dict]] = {modality: [] for modality in EXPLAINERS}
     for name, task_directions in directions.items():
         task = tasks[name]
         spec = views[task.view]
-        if spec.modality not in out:
+        explain = EXPLAINERS.get(spec.modality)
+        if explain is None:
             continue
         done = 0
         for index in range(len(dataset)):
@@ -153,16 +170,8 @@ def explanation_examples(
                 kwargs = {"lead_mask": mask.unsqueeze(0)} if mask is not None else {}
                 emb = model.encode(spec.tower, inputs.unsqueeze(0), **kwargs)[0].float().numpy()
             label = max(task_directions, key=lambda k: float(emb @ task_directions[k]))
-            caption = f"{name}: top finding '{label}' (study {done + 1} of the test split)"
-            if spec.modality == "xray":
-                heat = xray_heatmap(model, inputs, task_directions[label], tower=spec.tower, seed=seed)
-                out["xray"].append({"image": inputs[0].numpy(), "heatmap": heat, "caption": caption})
-            else:
-                sal, importance = ecg_saliency(
-                    model, inputs, task_directions[label], lead_mask=mask, tower=spec.tower, seed=seed
-                )
-                out["ecg"].append(
-                    {"signal": inputs.numpy(), "saliency": sal, "importance": importance, "caption": caption}
-                )
+            example = explain(model, item, task.view, spec.tower, task_directions[label], seed)
+            example["caption"] = f"{name}: top finding '{label}' (study {done + 1} of the test split)"
+            out[spec.modality].append(example)
             done += 1
     return out

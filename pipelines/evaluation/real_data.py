@@ -91,13 +91,18 @@ def speech_zero_shot(
     model: Any, data_root: Path, split: str, words: tuple[str, ...], max_speech_s: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """True and predicted words of ``split``'s utterances, each scored against ``words``."""
+    from pipelines.data import registry
     from pipelines.data.dataset import StudyDataset, ViewSpec
     from pipelines.evaluation.zero_shot import model_text_encoder
     from pipelines.training import embed_dataset, resolve_device
 
     views = {"speech": ViewSpec(modality="speech", tower="audio")}
     dataset = StudyDataset(
-        data_root, split, views, key="sample_id", max_speech_samples=int(max_speech_s * 16000)
+        data_root,
+        split,
+        views,
+        key="sample_id",
+        max_speech_samples=int(max_speech_s * (registry.sample_rate_hz("speech", data_root) or 0)),
     )
     if len(dataset) == 0:
         return np.array([], dtype=str), np.array([], dtype=str)
