@@ -286,6 +286,16 @@ def _check_wfdb_size(header: Path, layout: _WfdbLayout) -> None:
             )
 
 
+def _samples_in_files(header: Path, layout: _WfdbLayout) -> int | None:
+    """Samples per signal that the signal files can hold (the shortest file decides)."""
+    counts = [
+        math.floor(((header.parent / name).stat().st_size - offset) / per_sample)
+        for name, (per_sample, offset) in layout.files.items()
+        if "/" not in name and (header.parent / name).is_file() and per_sample > 0
+    ]
+    return max(min(counts), 0) if counts else None
+
+
 def _read_wfdb(path: Path, cfg: EcgConfig) -> _Source:
     import wfdb
 
@@ -295,11 +305,20 @@ def _read_wfdb(path: Path, cfg: EcgConfig) -> _Source:
     # Decode at most max_read_s seconds and max_samples values: a Holter day or a header that
     # claims billions of samples costs no more memory than a ten-minute record.
     sampto = None
-    if layout.sig_len and layout.n_sig:
+    if layout.n_sig:
         bound = cfg.max_samples // layout.n_sig
         if layout.fs_hz and layout.fs_hz > 0:
             bound = min(bound, math.ceil(cfg.max_read_s * layout.fs_hz))
-        if layout.sig_len > bound:
+        if layout.sig_len is None:
+            # Without a declared length wfdb reads the whole signal file (and cannot stop early).
+            in_files = _samples_in_files(path, layout)
+            if in_files is not None and in_files > bound:
+                raise RejectedInput(
+                    f"header declares no length and its signal file holds {in_files} samples x "
+                    f"{layout.n_sig} signals, more than the {bound} that max_read_s/max_samples allow: "
+                    "not decoded"
+                )
+        elif layout.sig_len > bound:
             sampto = max(bound, 1)
     try:
         record = wfdb.rdrecord(record_name, physical=True, sampto=sampto)

@@ -117,3 +117,13 @@ def test_oversized_wfdb_header_is_rejected_unparsed(tmp_path):
         handle.write("# padding\n" * 200_000)  # 2 MB of comments
     with pytest.raises(RejectedInput, match=r"WFDB header of 2\d{6} bytes > max_header_bytes=1048576"):
         read_ecg(hea, EcgConfig())
+
+
+def test_wfdb_header_without_a_length_is_read_only_when_its_signal_file_fits_the_bound(tmp_path):
+    hea = write_wfdb(tmp_path, "nolen", tones(500 * 60, 500, ["I", "II"]), ["I", "II"], 500)
+    lines = hea.read_text().splitlines()
+    lines[0] = "nolen 2 500"
+    hea.write_text("\n".join(lines) + "\n")
+    assert len(read_ecg(hea, EcgConfig())) == 6  # wfdb infers the length; within the bound it is read
+    with pytest.raises(RejectedInput, match="no length and its signal file holds 30000 samples x 2 signals"):
+        read_ecg(hea, EcgConfig(max_read_s=25.0))
