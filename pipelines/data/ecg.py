@@ -33,12 +33,14 @@ import json
 import math
 import re
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from pipelines.data.manifest import Decoded
+from pipelines.data.reports import scrub_identifiers
 from pipelines.data.signal import (
     CANONICAL_LEADS,
     WindowPolicy,
@@ -433,7 +435,7 @@ def _dx_code(code: str, extra: frozenset[str]) -> bool:
 
 
 def parse_comments(
-    comments: list[str], report_keys: list[str] | None = None, extra_dx_codes: list[str] = ()
+    comments: list[str], report_keys: Sequence[str] | None = None, extra_dx_codes: Sequence[str] = ()
 ) -> dict[str, Any]:
     """Header comments -> ``age, sex, dx, report, comments_dropped`` (safe for meta) and ``mrn,
     accession`` (raw IDs, hashed by the stage).
@@ -445,8 +447,6 @@ def parse_comments(
     with a date are dropped, the rest pass through ``scrub_identifiers``. Every other field, and unkeyed
     free text, is dropped and counted in ``comments_dropped``.
     """
-    from pipelines.data.reports import scrub_identifiers
-
     if report_keys is None:
         report_keys = EcgConfig().report_keys
     allowed_report = {key for key in map(_field_key, report_keys) if key}
@@ -569,8 +569,6 @@ def _read_dicom_waveform(path: Path, cfg: EcgConfig) -> _Source:
         raise RejectedInput("no waveform channel in a voltage unit")
     # The annotations are the cart's measurement and interpretation statements: the only free text
     # read from an ECG DICOM, scrubbed like any report. No other text attribute is read.
-    from pipelines.data.reports import scrub_identifiers
-
     annotations = [
         str(item.UnformattedTextValue).strip()
         for item in ds.get("WaveformAnnotationSequence", [])
