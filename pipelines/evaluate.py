@@ -252,6 +252,8 @@ def _report(
         "evaluation run": run_id,
         "data": cfg.data_root,
         "split": cfg.split,
+        "served scoring": "the classifiers of this evaluation (prompt weights, temperatures), recorded with "
+        "the version: models:/ answers with these probabilities",
     }
     texts = {name: task_prompt_texts(cfg.tasks[name]) for name in evaluation["tasks"]}
     context = evaluation_context(shown, evaluation, texts, cfg.val_split, cards, baselines, explanations)

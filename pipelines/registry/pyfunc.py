@@ -30,8 +30,7 @@ import numpy as np
 import pandas as pd
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-# modality of an input -> (tower kind, default prompt set)
-MODALITY_TOWER_KIND = {"xray": "image", "ecg": "ecg", "speech": "audio", "text": "text"}
+# modality of an input -> its default prompt set
 DEFAULT_PROMPT_SETS = {"xray": "cxr_findings", "ecg": "ecg_diagnoses", "speech": "speech_intents"}
 OUTPUT_COLUMNS = [
     "modality",
@@ -50,7 +49,11 @@ DEFAULT_SCORING = "defaults: equal prompt weights, temperature 1 (no evaluation 
 
 
 def _tower_for(model: Any, modality: str) -> str:
-    kind = MODALITY_TOWER_KIND[modality]
+    from pipelines.data import registry
+
+    if modality != "text" and modality not in registry.MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; use text or one of {sorted(registry.MODALITIES)}")
+    kind = "text" if modality == "text" else registry.get(modality).view.tower_kind
     for name, tower_cfg in model.config.towers.items():
         if tower_cfg.kind == kind:
             return name
@@ -210,8 +213,6 @@ class ZeroShotModel(mlflow.pyfunc.PythonModel):
         from pipelines.data.dataset import ViewSpec
         from pipelines.training.embedding import ViewEncoder
 
-        if modality not in MODALITY_TOWER_KIND:
-            raise ValueError(f"unknown modality {modality!r}; use one of {sorted(MODALITY_TOWER_KIND)}")
         tower = _tower_for(self.model, modality)
         with torch.no_grad():
             if modality == "text":
