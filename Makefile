@@ -128,10 +128,14 @@ test: $(SETUP) lint ## lint + the test suite (no tests collected counts as failu
 
 bench: bench-preprocess bench-train-step ## all benchmarks (ratios against baselines measured in the same run)
 
-bench-preprocess: $(SETUP) ## preprocessing files/s vs the raw decode floor, per modality
+BENCH_PEERS = $(PY) -c "import open_clip, torchxrayvision, pyloudnorm" 2>/dev/null || $(PY) -m pip install -q -e '.[dev,scale,bench]'
+
+bench-preprocess: $(SETUP) ## preprocessing files/s vs decode + its required processing (1 core), and torchxrayvision
+	@$(BENCH_PEERS)
 	$(PY) -m pipelines.bench.preprocess $(ARGS)
 
-bench-train-step: $(SETUP) ## training-step samples/s and memory; CWCL vs CLIP loss time
+bench-train-step: $(SETUP) ## training step vs open_clip's CLIP at equal sizes (fp32, bf16), GFLOP/s vs GEMM; losses vs ClipLoss
+	@$(BENCH_PEERS)
 	$(PY) -m pipelines.bench.train_step $(ARGS)
 
 clean-data: ## remove generated data, stamps, MLflow store and reports
