@@ -205,10 +205,10 @@ def train_and_score(
             f"set it to at least {math.ceil(cfg.max_speech_s / WHISPER_POSITION_S)}"
         )
 
-    from pipelines.training import SpeechConfig, train
+    from pipelines.training import SpeechTrainConfig, train
 
     with tempfile.TemporaryDirectory(prefix="evidence-ckpt-") as ckpt:
-        train_cfg = SpeechConfig(
+        train_cfg = SpeechTrainConfig(
             data_root=str(data_root),
             epochs=1 if cfg.quick else cfg.epochs,
             batch_size=min(cfg.batch_size, 16) if cfg.quick else cfg.batch_size,

@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 
 from pipelines.data.dataset import read_normalisation
-from pipelines.training import Config, SpeechConfig, TrainConfig, train
+from pipelines.training import MoreTrainConfig, SpeechTrainConfig, TrainConfig, train
 
-__all__ = ["Config", "SpeechConfig", "TrainConfig", "run", "run_more", "run_speech", "train"]
+__all__ = ["MoreTrainConfig", "SpeechTrainConfig", "TrainConfig", "run", "run_more", "run_speech", "train"]
 
 
 class _NullTracker:
@@ -38,6 +38,7 @@ def run(cfg: TrainConfig) -> int:
     cards = sorted(Path("data_cards").glob(f"{Path(cfg.data_root).name}-*.md"))
     with stage_run(stage, cfg, experiment=cfg.experiment, data_cards=cards) as tracker:
         result = train(cfg, tracker)
+        tracker.set_tags({"precision": result.precision})
         tracker.log_metrics({f"best.{k}": v for k, v in result.best_metrics.items()}, result.steps)
         tracker.log_metrics({"train.samples_per_s_overall": result.samples_per_s}, result.steps)
         tracker.log_artifacts(str(result.checkpoint_dir / "model"), "checkpoint/model")
@@ -58,9 +59,9 @@ def run(cfg: TrainConfig) -> int:
     return 0
 
 
-def run_more(cfg: Config) -> int:
+def run_more(cfg: MoreTrainConfig) -> int:
     return run(cfg)
 
 
-def run_speech(cfg: SpeechConfig) -> int:
+def run_speech(cfg: SpeechTrainConfig) -> int:
     return run(cfg)

@@ -24,34 +24,43 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-import numpy as np
 import torch
 
 from encoders import MultimodalModel
 from pipelines.config import load_config
-from pipelines.data.dataset import StudyDataset, read_normalisation
+from pipelines.data.dataset import StudyDataset
 from pipelines.errors import StageError
-from pipelines.evaluation.embeddings import SplitEmbeddings
-from pipelines.training import TrainConfig, embed_dataset, resolve_device, train
+from pipelines.training import (
+    SPEECH_FS_HZ,
+    MoreTrainConfig,
+    SpeechTrainConfig,
+    TrainConfig,
+    resolve_device,
+    resolve_precision,
+    train,
+)
 from pipelines.unlearning import audit, purge, resolve
+from pipelines.unlearning.forgetting import ForgettingCheck, forget_items, model_embeddings, objective_pairs
 from pipelines.unlearning.methods import (
     ItemList,
     Method,
     MethodConfig,
-    StudySubset,
-    materialise,
+    outcome_metrics,
     time_training_steps,
     unlearn_model,
 )
+from pipelines.unlearning.records import (
+    UnlearnResult,
+    audit_record,
+    print_summary,
+    register_unlearned,
+    version_tags,
+)
 from pipelines.unlearning.verify import (
-    ModelEmbeddings,
-    Verification,
     VerifyConfig,
-    attack_member_rows,
     attack_on,
-    check_forgetting,
     verify_unlearning,
 )
 
@@ -61,7 +70,7 @@ RAW_DATA_NOTE = (
 
 
 @dataclasses.dataclass
-class Config:
+class UnlearnConfig:
     forget_list: str = dataclasses.field(
         default="", metadata={"help": "file with one subject/study ID per line (make unlearn FORGET=...)"}
     )
@@ -107,90 +116,20 @@ class Config:
     tracking_uri: str | None = None
     experiment: str = "unlearn"
 
+    def __post_init__(self) -> None:
+        if self.method not in get_args(Method):
+            raise StageError(f"method must be one of {get_args(Method)}, got {self.method!r}")
+        if self.retrain not in ("none", "estimate", "run"):
+            raise StageError(f"retrain must be none, estimate or run, got {self.retrain!r}")
 
-def load_train_config(cfg: Config) -> TrainConfig:
-    from pipelines.training import Config as MoreConfig
-    from pipelines.training import SpeechConfig
 
-    cls = MoreConfig if cfg.train_task == "more" else SpeechConfig
+def load_train_config(cfg: UnlearnConfig) -> TrainConfig:
+    cls = MoreTrainConfig if cfg.train_task == "more" else SpeechTrainConfig
     path = cfg.train_config if cfg.train_config and Path(cfg.train_config).is_file() else None
     return load_config(cls, path, cfg.train_overrides)
 
 
-def split_embeddings(
-    model: MultimodalModel, dataset: Any, cfg: TrainConfig, device: torch.device
-) -> SplitEmbeddings:
-    feats, present = embed_dataset(model, dataset, cfg.views, cfg.eval_batch_size, device)
-    return SplitEmbeddings(
-        list(dataset.keys),
-        {v: f.numpy().astype(np.float64) for v, f in feats.items()},
-        {v: m.numpy().astype(bool) for v, m in present.items()},
-    )
-
-
-def model_embeddings(
-    model: MultimodalModel, groups: dict[str, Any], cfg: TrainConfig, device: torch.device
-) -> ModelEmbeddings:
-    model = model.to(device).eval()
-    out = {name: split_embeddings(model, data, cfg, device) for name, data in groups.items()}
-    return ModelEmbeddings(logit_scale=float(model.logit_scale.detach().exp()), **out)
-
-
-def objective_pairs(cfg: TrainConfig) -> list[tuple[str, str]]:
-    return [(p.a, p.b) for p in cfg.objective.pairs]
-
-
-class ForgettingCheck:
-    """The early-stopping criterion: the cheap part of the verification (membership inference and
-    forget-set alignment, :func:`check_forgetting`) on the model being unlearned. Only the members the
-    attack uses are embedded (``verify.max_members``, the same seeded rows), so the check computes
-    exactly what the final verification's two forgetting checks compute on the same model."""
-
-    def __init__(
-        self,
-        groups: dict[str, Any],
-        train_cfg: TrainConfig,
-        device: torch.device,
-        verify_cfg: VerifyConfig,
-        reference_auc: float,
-    ) -> None:
-        members = groups["members"]
-        self.groups = groups | {"members": StudySubset(members, attack_member_rows(len(members), verify_cfg))}
-        self.train_cfg, self.device = train_cfg, device
-        self.verify_cfg, self.reference_auc = verify_cfg, reference_auc
-
-    def __call__(self, model: MultimodalModel, step: int) -> tuple[bool, dict[str, float]]:
-        embeddings = model_embeddings(model, self.groups, self.train_cfg, self.device)
-        result = check_forgetting(
-            embeddings, objective_pairs(self.train_cfg), self.verify_cfg, self.reference_auc
-        )
-        m = result.metrics
-        figures = {
-            "mia_auc_forget_vs_heldout": m["mia.unlearned.auc_forget_vs_heldout"],
-            "mia_auc_forget_vs_heldout_ci_low": m["mia.unlearned.auc_forget_vs_heldout_ci_low"],
-            "mia_auc_forget_vs_heldout_ci_high": m["mia.unlearned.auc_forget_vs_heldout_ci_high"],
-            "mia_attack_auc_members_vs_heldout": m["mia.unlearned.attack_auc_members_vs_heldout"],
-            "alignment_forget_minus_heldout": m["alignment.unlearned.forget_minus_heldout"],
-        }
-        figures.update({f"{k}_passed": float(v) for k, v in result.checks.items()})
-        return result.passed, figures
-
-
-@dataclasses.dataclass
-class UnlearnResult:
-    """Everything the stage learned, with counts and hashes only (no IDs in clear)."""
-
-    resolution: resolve.Resolution
-    purged: dict[str, int]
-    model: MultimodalModel | None
-    verification: Verification | None
-    metrics: dict[str, float]
-    method: str
-    stop_reason: str = ""
-    checks: list[dict[str, float]] = dataclasses.field(default_factory=list)
-
-
-def purge_data(cfg: Config, root: Path, resolution: resolve.Resolution) -> dict[str, int]:
+def purge_data(cfg: UnlearnConfig, root: Path, resolution: resolve.Resolution) -> dict[str, int]:
     """Tombstones (+ array erasure) per modality, then the keyed tables; counts per target."""
     counts: dict[str, int] = {}
     for modality, samples in sorted(resolution.sample_ids.items()):
@@ -204,21 +143,8 @@ def purge_data(cfg: Config, root: Path, resolution: resolve.Resolution) -> dict[
     return counts
 
 
-def forget_items(train_cfg: TrainConfig, table: Any, resolution: resolve.Resolution) -> list[dict[str, Any]]:
-    """The withdrawn training studies as loader items, read before the purge removes them."""
-    new = set().union(*resolution.new_sample_ids.values()) if resolution.new_sample_ids else set()
-    others = set(table["sample_id"]) - new
-    try:
-        dataset = StudyDataset(
-            train_cfg.data_root, "train", train_cfg.views, key=train_cfg.key, exclude_sample_ids=others
-        )
-    except StageError:
-        return []
-    return materialise(dataset)
-
-
 def unlearn(
-    cfg: Config,
+    cfg: UnlearnConfig,
     train_cfg: TrainConfig,
     original: MultimodalModel | None,
     tracker: Any | None = None,
@@ -251,7 +177,7 @@ def unlearn(
         return UnlearnResult(resolution, purged, None, None, metrics, "data-only")
 
     device = resolve_device(cfg.device)
-    max_speech = int(train_cfg.max_speech_s * 16000)
+    max_speech = int(train_cfg.max_speech_s * SPEECH_FS_HZ)
 
     def split(name: str) -> StudyDataset:
         return StudyDataset(root, name, train_cfg.views, key=train_cfg.key, max_speech_samples=max_speech)
@@ -295,23 +221,9 @@ def unlearn(
         )
         model, unlearn_seconds = outcome.model, outcome.seconds
         stop_reason, checks = outcome.stop_reason, outcome.checks
-        metrics.update(
-            {
-                "unlearn.steps": float(outcome.steps),
-                "unlearn.max_steps": float(cfg.settings.steps),
-                "unlearn.checks": float(len(checks)),
-                "unlearn.stopped_early": float(outcome.stop_reason == "verified"),
-                "time.unlearn_step_s": outcome.step_seconds,
-                "time.checks_s": outcome.check_seconds,
-            }
-        )
+        metrics.update(outcome_metrics(outcome, cfg.settings))
         if cfg.retrain == "estimate":
-            # Retraining = the training run's steps at the training loop's own time per step.
-            per_step = time_training_steps(original, retain_set, train_cfg, device, seed=cfg.seed)
-            steps = train_cfg.max_steps or train_cfg.epochs * max(1, len(retain_set) // train_cfg.batch_size)
-            retrain_seconds = per_step * steps
-            metrics["time.retrain_estimated_steps"] = float(steps)
-            metrics["time.train_step_s"] = per_step
+            retrain_seconds = _estimate_retraining(original, retain_set, train_cfg, device, cfg.seed, metrics)
     metrics["time.unlearn_s"] = unlearn_seconds
     metrics["time.retrain_s"] = retrain_seconds
     metrics["time.unlearn_over_retrain"] = (
@@ -329,7 +241,23 @@ def unlearn(
     return UnlearnResult(resolution, purged, model, verification, metrics, cfg.method, stop_reason, checks)
 
 
-def _retrain(cfg: Config, train_cfg: TrainConfig, tracker: Any | None) -> MultimodalModel:
+def _estimate_retraining(
+    original: MultimodalModel,
+    retain_set: StudyDataset,
+    train_cfg: TrainConfig,
+    device: torch.device,
+    seed: int,
+    metrics: dict[str, float],
+) -> float:
+    """Retraining = the training run's steps at the training loop's own time per step (seconds)."""
+    per_step = time_training_steps(original, retain_set, train_cfg, device, seed=seed)
+    steps = train_cfg.max_steps or train_cfg.epochs * max(1, len(retain_set) // train_cfg.batch_size)
+    metrics["time.retrain_estimated_steps"] = float(steps)
+    metrics["time.train_step_s"] = per_step
+    return per_step * steps
+
+
+def _retrain(cfg: UnlearnConfig, train_cfg: TrainConfig, tracker: Any | None) -> MultimodalModel:
     """Retrain from scratch: the training loop itself; its loaders skip the tombstoned samples."""
     retrain_cfg = dataclasses.replace(
         train_cfg,
@@ -343,72 +271,11 @@ def _retrain(cfg: Config, train_cfg: TrainConfig, tracker: Any | None) -> Multim
     return train(retrain_cfg, tracker).model.eval()
 
 
-def version_tags(
-    result: UnlearnResult, from_version: str | None, verification: Verification | None
-) -> dict[str, str]:
-    """Registry tags of the unlearned version: hashes, method and outcome only."""
-    outcome = verification.outcome if verification is not None else "failed"
-    return {
-        "unlearned_from": str(from_version or ""),
-        "forget_list_sha256": result.resolution.list_sha256,
-        "unlearning_method": result.method,
-        "unlearning_verification": outcome,
-        "promotion_candidate": "true" if outcome == "passed" else "false",
-    } | ({"unlearning_stop_reason": result.stop_reason} if result.stop_reason else {})
-
-
-def register_unlearned(
-    model: MultimodalModel,
-    registered_name: str,
-    train_cfg: TrainConfig,
-    tags: dict[str, str],
-) -> Any:
-    """Log and register ``model`` under the active MLflow run with ``tags``; returns the ModelVersion.
-
-    A failed verification is registered too (for inspection) but tagged ``unlearning_verification=failed``
-    and ``promotion_candidate=false``; no alias is moved here (``make promote`` refuses failed versions).
-    """
-    from pipelines.registry import log_zero_shot_model
-
-    return log_zero_shot_model(
-        model,
-        registered_name=registered_name,
-        modalities=sorted({v.modality for v in train_cfg.views.values() if v.column is None}),
-        preprocessing={m: read_normalisation(train_cfg.data_root, m) for m in ("xray", "ecg", "speech")},
-        tags=tags,
-    )
-
-
-def audit_record(
-    result: UnlearnResult, from_version: str | None, to_version: str | None, model_name: str
-) -> dict[str, Any]:
-    """The audit entry: when, list hash, counts, versions, method, outcome, time ratio. No IDs."""
-    ver = result.verification
-    ratio = result.metrics.get("time.unlearn_over_retrain", math.nan)
-    counts = {k: int(v) for k, v in result.resolution.counts().items()}
-    return {
-        "when_utc": purge.utc_now(),
-        "forget_list_sha256": result.resolution.list_sha256,
-        "counts": counts,
-        "purged": {k.replace("purge.", ""): int(v) for k, v in result.purged.items()},
-        "model": model_name,
-        "from_version": str(from_version or ""),
-        "to_version": str(to_version or ""),
-        "method": result.method,
-        "verification": ver.outcome if ver is not None else "not-run",
-        "checks": {k: bool(v) for k, v in (ver.checks if ver else {}).items()},
-        "unlearn_over_retrain": None if math.isnan(ratio) else round(float(ratio), 6),
-        "steps": int(result.metrics["unlearn.steps"]) if "unlearn.steps" in result.metrics else None,
-        "stop_reason": result.stop_reason or None,
-        "raw_files": "untouched",
-    }
-
-
-def audit_path(cfg: Config, train_cfg: TrainConfig) -> Path:
+def audit_path(cfg: UnlearnConfig, train_cfg: TrainConfig) -> Path:
     return Path(cfg.audit_log) if cfg.audit_log else Path(train_cfg.data_root) / audit.AUDIT_FILE
 
 
-def run(cfg: Config) -> int:
+def run(cfg: UnlearnConfig) -> int:
     """``make unlearn FORGET=file``: the whole procedure, tracked in MLflow, with an audit record."""
     from pipelines.registry import load_model_version, stage_run
 
@@ -427,8 +294,10 @@ def run(cfg: Config) -> int:
         tracker.log_metrics({k: v for k, v in result.metrics.items() if not math.isnan(v)}, 0)
         to_version = None
         tags = version_tags(result, from_version, result.verification)
+        precision = resolve_precision(train_cfg.precision, resolve_device(cfg.device))
         tracker.set_tags(
-            {k: v for k, v in tags.items() if k != "unlearned_from"} | {"unlearned_from": from_version}
+            {k: v for k, v in tags.items() if k != "unlearned_from"}
+            | {"unlearned_from": from_version, "precision": precision}
         )
         if result.verification is not None:
             tracker.log_dict(
@@ -459,47 +328,8 @@ def run(cfg: Config) -> int:
             forbidden={e.text for e in resolve.read_forget_list(cfg.forget_list)},
         )
         print(f"audit: {audit_path(cfg, train_cfg)} (record {record['record_sha256'][:12]})")
-        _print_summary(result)
+        print_summary(result)
     if result.verification is not None and not result.verification.passed:
         print("verification FAILED: the new version is tagged failed and cannot be promoted")
         return 3
     return 0
-
-
-def _print_summary(result: UnlearnResult) -> None:
-    m = result.metrics
-    if result.verification is None:
-        return
-    print(f"method {result.method}: verification {result.verification.outcome} {result.verification.checks}")
-    if "unlearn.steps" in m:
-        print(
-            f"  steps {int(m['unlearn.steps'])}/{int(m['unlearn.max_steps'])} ({result.stop_reason}); "
-            f"checks at steps {[int(c['step']) for c in result.checks]}"
-        )
-    for c in result.checks:
-        print(
-            f"    check @{int(c['step'])}: MIA AUC forget vs held-out {c['mia_auc_forget_vs_heldout']:.3f} "
-            f"(95% CI {c['mia_auc_forget_vs_heldout_ci_low']:.3f}-{c['mia_auc_forget_vs_heldout_ci_high']:.3f}), "
-            f"alignment forget-held-out {c['alignment_forget_minus_heldout']:+.3f}, "
-            f"{'passed' if c['passed'] else 'not yet'} ({c['seconds']:.1f} s)"
-        )
-    for key in (
-        "mia.original.auc_forget_vs_heldout",
-        "mia.unlearned.auc_forget_vs_heldout",
-        "alignment.original.forget_minus_heldout",
-        "alignment.unlearned.forget_minus_heldout",
-        "retained.test.mean_r@1.original",
-        "retained.test.mean_r@1.unlearned",
-        "retained.retained_train.mean_r@1.original",
-        "retained.retained_train.mean_r@1.unlearned",
-        "time.unlearn_s",
-        "time.checks_s",
-        "time.unlearn_step_s",
-        "time.train_step_s",
-        "time.retrain_s",
-        "time.unlearn_over_retrain",
-    ):
-        if key in m:
-            low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
-            ci = f" (95% CI {low:.3f}-{high:.3f})" if low is not None and high is not None else ""
-            print(f"  {key}: {m[key]:.3f}{ci}")

@@ -19,6 +19,7 @@ Policies (fixed ``capacity``):
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +29,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from pipelines.data.dataset import StudyDataset
 from pipelines.data.manifest import write_csv_atomic
 
 Policy = Literal["reservoir", "class_balanced", "task_balanced"]
@@ -195,3 +197,103 @@ def supcon_loss(
         return features.sum() * 0.0
     pos_log_prob = log_prob.masked_fill(~positives, 0.0).sum(dim=1)
     return -(pos_log_prob[has_pos] / n_pos[has_pos]).mean()
+
+
+@dataclasses.dataclass
+class ReplayConfig:
+    capacity: int = dataclasses.field(default=64, metadata={"help": "rehearsal buffer size, in pairs"})
+    policy: Policy = dataclasses.field(
+        default="class_balanced", metadata={"help": "reservoir | class_balanced | task_balanced"}
+    )
+    batch_size: int = dataclasses.field(default=8, metadata={"help": "replayed pairs mixed into each batch"})
+    supcon_weight: float = 0.5
+    supcon_temperature: float = 0.1
+    label_columns: list[str] = dataclasses.field(
+        default_factory=lambda: [
+            "pneumothorax",
+            "consolidation",
+            "cardiomegaly",
+            "pleural_effusion",
+            "LBBB",
+            "STE",
+            "no_finding",
+        ],
+        metadata={"help": "a study's label = first of these columns that is 1 in any of its rows"},
+    )
+
+
+def manifest_text(value: Any) -> str:
+    """Manifest cells as compared strings (pandas reads ``1`` as 1 or 1.0 depending on blanks)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def study_label(dataset: StudyDataset, key: str, columns: list[str], fallback: str) -> str:
+    """First of ``columns`` that is positive (1) in any of the study's rows; else ``fallback``."""
+    rows = [dataset.view_row(view, key) or {} for view in dataset.views]
+    for column in columns:
+        if any(manifest_text(row.get(column)) == "1" for row in rows):
+            return column
+    return fallback
+
+
+def pair_entries(
+    dataset: StudyDataset, keys: list[str], pairs: list[tuple[str, str]], task: str, label_columns: list[str]
+) -> list[PairEntry]:
+    """Buffer candidates of a task: one entry per study and objective pair that has both sides."""
+    entries = []
+    for key in keys:
+        label = study_label(dataset, key, label_columns, fallback=f"task:{task}")
+        for a, b in pairs:
+            row_a, row_b = dataset.view_row(a, key), dataset.view_row(b, key)
+            if row_a is None or row_b is None:
+                continue
+            entries.append(
+                PairEntry(
+                    study_id=key,
+                    subject_id=manifest_text(row_a.get("subject_id")),
+                    task=task,
+                    label=label,
+                    a_view=a,
+                    a_sample_id=manifest_text(row_a.get("sample_id")),
+                    b_view=b,
+                    b_sample_id=manifest_text(row_b.get("sample_id")),
+                )
+            )
+    return entries
+
+
+def replay_items(
+    dataset: StudyDataset, index_of: dict[str, int], entries: list[PairEntry]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Dataset items of the replayed pairs (one item per study, only the replayed views present) and
+    their labels. A pair whose sides are no longer both in the data (withdrawn) is skipped whole."""
+    by_study: dict[str, list[PairEntry]] = {}
+    for entry in entries:
+        if entry.study_id not in index_of:
+            continue
+        row_a, row_b = (
+            dataset.view_row(entry.a_view, entry.study_id),
+            dataset.view_row(entry.b_view, entry.study_id),
+        )
+        if (
+            row_a is None
+            or row_b is None
+            or manifest_text(row_a.get("sample_id")) != entry.a_sample_id
+            or manifest_text(row_b.get("sample_id")) != entry.b_sample_id
+        ):
+            continue
+        by_study.setdefault(entry.study_id, []).append(entry)
+    items, labels = [], []
+    for study, group in by_study.items():
+        item = dict(dataset[index_of[study]])
+        keep = {e.a_view for e in group} | {e.b_view for e in group}
+        for view in dataset.views:
+            if view not in keep:
+                item[view] = None
+        items.append(item)
+        labels.append(group[0].label)
+    return items, labels

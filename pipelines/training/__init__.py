@@ -1,5 +1,16 @@
-"""The training library: configs, the contrastive run, and the pieces continual learning and unlearning
-share with it (encoding, objective, schedule, checkpoints, distributed set-up, precision).
+"""The training library: the one optimisation loop and its variants, and what they share.
+
+- ``loop``: :func:`fit` with its :class:`Engine` (AdamW, LR schedule, grad scaler, mixed precision,
+  feature-cached accumulation, clipping, logit-scale clamp, DDP ``no_sync``, NaN guard) and the
+  :class:`Task` / :class:`StepSource` / :class:`Callback` a variant supplies;
+- ``contrastive``: :class:`ContrastiveTask` and :func:`train`, the run behind ``train-more``,
+  ``train-speech`` and retraining after unlearning (checkpoints, resume, validation);
+- ``config``: :class:`TrainingSettings` (one run), :class:`TrainConfig` (a training stage) and the two
+  stage defaults; ``objective``, ``references`` (CWCL weights), ``embedding``, ``validation``,
+  ``schedule``, ``checkpoint``, ``distributed``, ``precision``.
+
+Continual methods (:mod:`pipelines.continual_methods.training`) and unlearning methods
+(:mod:`pipelines.unlearning.methods`) are further :class:`Task` variants run by the same :func:`fit`.
 
 Stage modules (``pipelines/train.py``, ``continual.py``, ``unlearn.py``, ``evidence.py``) import from
 here; nothing here imports a stage module.
@@ -7,48 +18,69 @@ here; nothing here imports a stage module.
 
 from pipelines.training.checkpoint import atomic_torch_save, rng_state, set_rng_state, trainable_state
 from pipelines.training.config import (
-    Config,
+    MoreTrainConfig,
     ObjectiveConfig,
     OptimConfig,
-    PairConfig,
-    SpeechConfig,
+    SpeechTrainConfig,
     TrainConfig,
+    TrainingSettings,
     check_config,
+    more_objective,
 )
-from pipelines.training.contrastive import TrainResult, train
+from pipelines.training.contrastive import ContrastiveTask, StudyBatches, TrainResult, train
 from pipelines.training.distributed import DistInfo, init_distributed, resolve_device
-from pipelines.training.embedding import SPEECH_FS_HZ, ViewEncoder, augment_batch, embed_dataset, move_batch
-from pipelines.training.objective import build_objective, compute_loss
-from pipelines.training.precision import autocast_context
+from pipelines.training.embedding import SPEECH_FS_HZ, ViewEncoder, embed_dataset, move_batch
+from pipelines.training.loop import (
+    Callback,
+    Engine,
+    LoopSettings,
+    LoopState,
+    StepOutput,
+    StepSource,
+    Task,
+    fit,
+)
+from pipelines.training.objective import build_objective
+from pipelines.training.precision import autocast_context, resolve_precision
 from pipelines.training.references import ReferenceCache, build_reference_cache
 from pipelines.training.schedule import cosine_with_warmup, epoch_batches
 from pipelines.training.validation import validate
 
 __all__ = [
+    "Callback",
+    "ContrastiveTask",
+    "Engine",
+    "LoopSettings",
+    "LoopState",
+    "StepOutput",
+    "StepSource",
+    "StudyBatches",
+    "Task",
+    "fit",
     "SPEECH_FS_HZ",
-    "Config",
     "DistInfo",
     "ObjectiveConfig",
     "OptimConfig",
-    "PairConfig",
     "ReferenceCache",
-    "SpeechConfig",
+    "SpeechTrainConfig",
     "TrainConfig",
+    "TrainingSettings",
+    "MoreTrainConfig",
+    "more_objective",
     "TrainResult",
     "ViewEncoder",
     "atomic_torch_save",
-    "augment_batch",
     "autocast_context",
     "build_objective",
     "build_reference_cache",
     "check_config",
-    "compute_loss",
     "cosine_with_warmup",
     "embed_dataset",
     "epoch_batches",
     "init_distributed",
     "move_batch",
     "resolve_device",
+    "resolve_precision",
     "rng_state",
     "set_rng_state",
     "train",

@@ -1,5 +1,6 @@
-"""Training settings: optimiser, objective, and the whole contrastive run, with the two stage defaults
-(``MoreTrainConfig`` for X-ray + ECG + reports, ``SpeechTrainConfig`` for speech + transcripts).
+"""Training settings: optimiser, objective, one optimisation run (:class:`TrainingSettings`) and a
+training stage (:class:`TrainConfig`), with the two stage defaults (:class:`MoreTrainConfig` for
+X-ray + ECG + reports, :class:`SpeechTrainConfig` for speech + transcripts).
 
 They live in the library rather than in ``pipelines/train.py`` because continual learning composes a
 training section and unlearning retrains with the training stage's own config.
@@ -10,18 +11,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from encoders import MultimodalConfig, default_more_config, default_speech_config
+from encoders import MultimodalConfig, PairSpec, default_more_config, default_speech_config
 from pipelines.data.augment import AugmentConfig
 from pipelines.data.dataset import ViewSpec, more_views
 from pipelines.errors import StageError
-
-
-@dataclasses.dataclass
-class PairConfig:
-    a: str
-    b: str
-    weights_from: str | None = None
-    weight: float = 1.0
 
 
 @dataclasses.dataclass
@@ -49,13 +42,17 @@ class ObjectiveConfig:
     center_reference: bool = dataclasses.field(
         default=True, metadata={"help": "centre CWCL reference features on the training-text mean"}
     )
-    pairs: list[PairConfig] = dataclasses.field(default_factory=list)
+    pairs: list[PairSpec] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    task: str = "more"
-    data_root: str = "data/processed/demo"
+class TrainingSettings:
+    """What one optimisation run does: views, model, objective, optimiser, batches, precision.
+
+    The training stages extend it with the run's data, files and tracking (:class:`TrainConfig`);
+    continual learning composes it as its ``train:`` section, one run per task.
+    """
+
     key: str = dataclasses.field(default="study_id", metadata={"help": "column joining views into one study"})
     views: dict[str, ViewSpec] = dataclasses.field(default_factory=dict)
     model: MultimodalConfig = dataclasses.field(default_factory=default_more_config)
@@ -63,21 +60,34 @@ class TrainConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     epochs: int = 8
-    batch_size: int = 32
+    batch_size: int = dataclasses.field(default=32, metadata={"help": "studies per micro-batch (per rank)"})
     eval_batch_size: int = 64
     max_steps: int | None = dataclasses.field(default=None, metadata={"help": "stop after this many steps"})
-    num_workers: int = 0
     seed: int = 0
-    device: str = dataclasses.field(default="auto", metadata={"help": "auto | cpu | cuda"})
     precision: Literal["auto", "fp32", "bf16", "fp16"] = dataclasses.field(
-        default="auto", metadata={"help": "auto = bf16 autocast on GPU, fp32 on CPU"}
+        default="auto",
+        metadata={
+            "help": "auto = bf16 autocast where native (CUDA, CPUs with AVX-512 BF16 / AMX), else fp32"
+        },
     )
+    log_every: int = dataclasses.field(default=5, metadata={"help": "steps between tracked step metrics"})
+    max_speech_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+
+@dataclasses.dataclass
+class TrainConfig(TrainingSettings):
+    """A training stage: :class:`TrainingSettings` plus its data, device, checkpoints and tracking."""
+
+    task: str = "more"
+    data_root: str = "data/processed/demo"
+    device: str = dataclasses.field(default="auto", metadata={"help": "auto | cpu | cuda"})
     compile: bool = False
     checkpoint_dir: str = "checkpoints/more"
     checkpoint_every: int = 20
     resume: bool = False
-    log_every: int = 5
-    max_speech_s: float = 2.0
     val_distinct_texts: bool = dataclasses.field(
         default=False,
         metadata={
@@ -94,28 +104,28 @@ class TrainConfig:
     )
 
 
-def _more_objective() -> ObjectiveConfig:
+def more_objective() -> ObjectiveConfig:
     # Reports are the pretrained side (MiniLM): their intra-modal similarity gives the CWCL weights.
     # X-ray <-> ECG has no pretrained side, so that pair is plain CLIP (weights_from None).
     return ObjectiveConfig(
         pairs=[
-            PairConfig("xray", "radiology_report", weights_from="radiology_report"),
-            PairConfig("ecg", "cardiology_report", weights_from="cardiology_report"),
-            PairConfig("xray", "ecg", weights_from=None, weight=0.5),
+            PairSpec("xray", "radiology_report", weights_from="radiology_report"),
+            PairSpec("ecg", "cardiology_report", weights_from="cardiology_report"),
+            PairSpec("xray", "ecg", weights_from=None, weight=0.5),
         ]
     )
 
 
 @dataclasses.dataclass
-class Config(TrainConfig):
+class MoreTrainConfig(TrainConfig):
     """X-ray + ECG + report alignment (MoRE-style)."""
 
     views: dict[str, ViewSpec] = dataclasses.field(default_factory=more_views)
-    objective: ObjectiveConfig = dataclasses.field(default_factory=_more_objective)
+    objective: ObjectiveConfig = dataclasses.field(default_factory=more_objective)
 
 
 @dataclasses.dataclass
-class SpeechConfig(TrainConfig):
+class SpeechTrainConfig(TrainConfig):
     """Speech <-> transcript alignment."""
 
     task: str = "speech"
@@ -128,7 +138,7 @@ class SpeechConfig(TrainConfig):
     )
     model: MultimodalConfig = dataclasses.field(default_factory=default_speech_config)
     objective: ObjectiveConfig = dataclasses.field(
-        default_factory=lambda: ObjectiveConfig(pairs=[PairConfig("speech", "transcript", "transcript")])
+        default_factory=lambda: ObjectiveConfig(pairs=[PairSpec("speech", "transcript", "transcript")])
     )
     epochs: int = 10
     val_distinct_texts: bool = True  # commands and keywords repeat: R@1 over distinct transcripts
@@ -137,7 +147,9 @@ class SpeechConfig(TrainConfig):
     registered_model: str = "speech-text"
 
 
-def check_config(cfg: TrainConfig) -> None:
+def check_config(cfg: TrainingSettings) -> None:
+    """Views name towers of the model, pairs name views, CWCL weights come from a text view, and a
+    batch has negatives: a readable error before any data is read."""
     towers = set(cfg.model.towers)
     for name, view in cfg.views.items():
         if view.tower not in towers:
@@ -152,3 +164,7 @@ def check_config(cfg: TrainConfig) -> None:
             raise StageError(f"CWCL weights_from={pair.weights_from!r} must be a text view (pretrained side)")
     if cfg.batch_size < 2:
         raise StageError("batch_size must be at least 2: a contrastive batch needs negatives")
+    if cfg.optim.accumulation_steps < 1:
+        raise StageError(f"optim.accumulation_steps must be at least 1, got {cfg.optim.accumulation_steps}")
+    if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise StageError(f"precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}")

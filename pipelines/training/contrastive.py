@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,14 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from encoders import ContrastiveObjective, MultimodalModel
+from pipelines.data import registry
 from pipelines.data.augment import step_generator
-from pipelines.data.dataset import StudyDataset, collate_studies, read_normalisation
+from pipelines.data.dataset import StudyDataset, augment_studies, collate_studies
 from pipelines.errors import StageError
 from pipelines.training.checkpoint import atomic_torch_save, rng_state, set_rng_state, trainable_state
-from pipelines.training.config import TrainConfig, check_config
+from pipelines.training.config import TrainConfig, TrainingSettings, check_config
 from pipelines.training.distributed import DistInfo, init_distributed, resolve_device
-from pipelines.training.embedding import SPEECH_FS_HZ, ViewEncoder, augment_batch, move_batch
+from pipelines.training.embedding import SPEECH_FS_HZ, ViewEncoder, move_batch
 from pipelines.training.loop import (
     Callback,
     Engine,
@@ -33,6 +35,7 @@ from pipelines.training.loop import (
     fit,
 )
 from pipelines.training.objective import build_objective
+from pipelines.training.precision import resolve_precision
 from pipelines.training.references import ReferenceCache, build_reference_cache
 from pipelines.training.schedule import epoch_batches
 from pipelines.training.validation import validate
@@ -63,15 +66,15 @@ class StudyBatches(StepSource):
     def __init__(
         self,
         dataset: StudyDataset,
-        cfg: TrainConfig,
+        cfg: TrainingSettings,
         device: torch.device,
         dist: DistInfo,
-        ecg_fs_hz: float,
+        sample_rates: Mapping[str, float],
         rows: list[int] | None = None,
         seed: int | None = None,
     ) -> None:
         self.dataset, self.cfg, self.device, self.dist = dataset, cfg, device, dist
-        self.ecg_fs_hz = ecg_fs_hz
+        self.sample_rates = sample_rates
         self.rows = rows if rows is not None else list(range(len(dataset)))
         self.seed = cfg.seed if seed is None else seed
         self.epochs = cfg.epochs
@@ -98,7 +101,7 @@ class StudyBatches(StepSource):
             batch = move_batch(
                 collate_studies(self.items(epoch, position, micro), self.cfg.views), self.device
             )
-            out.append(augment_batch(batch, self.cfg.views, self.cfg.augment, generator, self.ecg_fs_hz))
+            out.append(augment_studies(batch, self.cfg.views, self.cfg.augment, generator, self.sample_rates))
         return out
 
 
@@ -111,6 +114,7 @@ class TrainResult:
     checkpoint_dir: Path
     model_dir: Path
     last_state: dict[str, torch.Tensor]
+    precision: str  # what precision=auto resolved to on this device
 
 
 class CheckpointAndValidate(Callback):
@@ -131,11 +135,19 @@ class CheckpointAndValidate(Callback):
         self.best: dict[str, float] = {"val.mean_r@1": -1.0}
 
     def resume(self) -> LoopState:
-        if not (self.cfg.resume and self.last_path.is_file()):
+        # Rank 0 alone writes checkpoints, maybe on its own node's disk: every rank resumes from the
+        # checkpoint rank 0 reads, sent over the process group, so all continue from one step and state.
+        state = None
+        if self.cfg.resume and self.engine.dist.is_main and self.last_path.is_file():
+            state = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        if self.engine.dist.world_size > 1:
+            shared = [state]
+            torch_dist.broadcast_object_list(shared, src=0)
+            state = shared[0]
+        if state is None:
             if self.cfg.resume and self.engine.dist.is_main:
                 print(f"resume=true but no checkpoint at {self.last_path}: starting from scratch")
             return LoopState()
-        state = torch.load(self.last_path, map_location="cpu", weights_only=False)
         self.model.load_state_dict(state["model"], strict=False)
         self.engine.load_state_dict(state)
         set_rng_state(state["rng"])
@@ -209,8 +221,6 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
     max_speech = int(cfg.max_speech_s * SPEECH_FS_HZ)
     train_set = StudyDataset(cfg.data_root, "train", cfg.views, key=cfg.key, max_speech_samples=max_speech)
     val_set = StudyDataset(cfg.data_root, "val", cfg.views, key=cfg.key, max_speech_samples=max_speech)
-    has_ecg = "ecg" in cfg.model.towers
-    ecg_fs = float(read_normalisation(cfg.data_root, "ecg").get("fs_hz", 500)) if has_ecg else 500.0
 
     model = MultimodalModel(cfg.model).to(device)
     encoder: nn.Module = ViewEncoder(model, cfg.views)
@@ -224,7 +234,7 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
         build_objective(cfg.objective, distributed=dist.world_size > 1),
         build_reference_cache(model, cfg, train_set),
     )
-    source = StudyBatches(train_set, cfg, device, dist, ecg_fs)
+    source = StudyBatches(train_set, cfg, device, dist, registry.sample_rates(cfg.data_root))
     if not source.batches(0):
         raise StageError(
             f"training split has {len(train_set)} studies: too few for batch_size={cfg.batch_size}"
@@ -237,6 +247,7 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
     state = checkpoints.resume()
     if dist.is_main:
         _log_trainable(model, tracker)
+        print(f"precision: {resolve_precision(cfg.precision, device)} ({cfg.precision}) on {device}")
     settings = LoopSettings(log_every=cfg.log_every, description="epoch")
     state = fit(engine, task, source, state, [checkpoints], tracker if dist.is_main else None, settings)
 
@@ -255,4 +266,5 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
         checkpoint_dir=checkpoints.dir,
         model_dir=model_dir,
         last_state=last_state,
+        precision=resolve_precision(cfg.precision, device),
     )

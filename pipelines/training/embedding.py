@@ -1,5 +1,5 @@
-"""Encoding batches of studies: the per-view encoder DDP wraps, device moves, augmentation of a
-collated batch, and embedding a whole dataset for validation and evaluation."""
+"""Encoding batches of studies: the per-view encoder DDP wraps, device moves, and embedding a whole
+dataset for validation and evaluation."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import torch
 from torch import nn
 
 from encoders import MultimodalModel
-from pipelines.data.augment import AugmentConfig, augment_ecg, augment_speech, augment_xray
+from pipelines.data import registry
 from pipelines.data.dataset import StudyDataset, ViewSpec, collate_studies
 from pipelines.training.precision import autocast_context
 
-SPEECH_FS_HZ = 16000
+# Speech is stored at the speech reader's rate; lengths in seconds convert to samples with it.
+SPEECH_FS_HZ = registry.sample_rate_hz("speech")
 
 
 class ViewEncoder(nn.Module):
@@ -59,32 +60,6 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         return value
 
     return {k: move(v) for k, v in batch.items()}
-
-
-def augment_batch(
-    batch: dict[str, Any],
-    views: dict[str, ViewSpec],
-    cfg: AugmentConfig,
-    generator: torch.Generator,
-    ecg_fs_hz: float,
-) -> dict[str, Any]:
-    if not cfg.enabled:
-        return batch
-    out = dict(batch)
-    for view, spec in views.items():
-        if out.get(view) is None or spec.column is not None:
-            continue
-        if spec.modality == "xray":
-            out[view] = augment_xray(out[view], cfg, generator)
-        elif spec.modality == "ecg":
-            out[view], out[f"{view}_lead_mask"] = augment_ecg(
-                out[view], out[f"{view}_lead_mask"], ecg_fs_hz, cfg, generator
-            )
-        elif spec.modality == "speech":
-            out[view], out[f"{view}_length"] = augment_speech(
-                out[view], out[f"{view}_length"], SPEECH_FS_HZ, cfg, generator
-            )
-    return out
 
 
 @torch.no_grad()

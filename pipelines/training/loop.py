@@ -186,7 +186,6 @@ class Engine:
                 for batch in batches:
                     rng.record()
                     cached.append(task.forward(self.encoder, batch))
-        loss, parts = torch.zeros(()), {}
         for j, batch in enumerate(batches):
             last = j == k - 1
             replay = rng.replay(j) if k > 1 else contextlib.nullcontext()

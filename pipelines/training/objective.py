@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-from torch import nn
-
 from encoders import ContrastiveObjective, PairSpec
 from pipelines.training.config import ObjectiveConfig
-from pipelines.training.references import ReferenceCache
 
 
 def build_objective(cfg: ObjectiveConfig, distributed: bool) -> ContrastiveObjective:
@@ -24,15 +18,3 @@ def build_objective(cfg: ObjectiveConfig, distributed: bool) -> ContrastiveObjec
         local_loss=cfg.local_loss,
         cwcl_weight_power=cfg.weight_power,
     )
-
-
-def compute_loss(
-    encoder: nn.Module,
-    objective: ContrastiveObjective,
-    batch: dict[str, Any],
-    references: ReferenceCache | None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    features, logit_scale = encoder(batch)
-    refs = references(batch, logit_scale.device) if references is not None else {}
-    present = {view: batch["present"][view] for view in features}
-    return objective(features, present, logit_scale, refs or None)

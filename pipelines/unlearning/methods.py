@@ -1,8 +1,9 @@
 """Model unlearning methods for the contrastive multimodal model (no classifier head anywhere).
 
-All methods start from a copy of the original model and reuse the training stage's pieces
-(``ViewEncoder``, ``compute_loss``, ``build_objective``, ``param_groups``), so the towers, LoRA
-adapters, masks of missing views and the logit-scale clamp behave exactly as in training.
+All methods start from a copy of the original model and run through the training library's one loop
+(:func:`pipelines.training.loop.fit`) as tasks: only their loss differs, so the towers, LoRA adapters,
+masks of missing views, mixed precision, clipping and the logit-scale clamp behave exactly as in
+training.
 
 - ``laf``: label-free forgetting adapted from LAF (Shen et al., ICLR 2024, "Label-Agnostic
   Forgetting"). LAF models the remaining data's representation distribution with a VAE, unlearns the
@@ -54,18 +55,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.covariance import LedoitWolf
-from tqdm import tqdm
+from torch import nn
 
 from encoders import MultimodalModel
 from pipelines.data.dataset import StudyDataset, collate_studies
 from pipelines.training import (
+    OptimConfig,
+    ReferenceCache,
     TrainConfig,
     ViewEncoder,
     build_objective,
     build_reference_cache,
-    compute_loss,
     embed_dataset,
     move_batch,
+)
+from pipelines.training.contrastive import ContrastiveTask
+from pipelines.training.loop import (
+    Callback,
+    Engine,
+    LoopSettings,
+    LoopState,
+    StepOutput,
+    StepSource,
+    Task,
+    fit,
 )
 
 Method = Literal["laf", "finetune", "gradient_ascent", "retrain"]
@@ -105,6 +118,22 @@ class MethodConfig:
     ascent_bound: float = dataclasses.field(
         default=1.0, metadata={"help": "gradient_ascent: stop at this multiple of the chance loss log(B)"}
     )
+    warmup_steps: int = 0
+    min_lr_ratio: float = dataclasses.field(
+        default=1.0, metadata={"help": "cosine decay floor of the learning rate (1 = constant)"}
+    )
+
+    def optim(self) -> OptimConfig:
+        """The loop's optimiser settings (AdamW's own betas and eps, as unlearning always used)."""
+        return OptimConfig(
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            betas=[0.9, 0.999],
+            eps=1e-8,
+            warmup_steps=self.warmup_steps,
+            min_lr_ratio=self.min_lr_ratio,
+            max_grad_norm=self.max_grad_norm,
+        )
 
 
 @dataclasses.dataclass
@@ -266,8 +295,168 @@ def laf_pair_loss(
     return torch.stack(terms).mean(), {"forget_pair_cos": float(np.mean(cosines))}
 
 
-def _batch(items: list[dict[str, Any]], cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
-    return move_batch(collate_studies(items, cfg.views), device)
+class _UnlearnTask(Task):
+    """An unlearning method's loss on a step's ``{"retain": batch, "forget": batch}``."""
+
+    metric_prefix = "unlearn"
+
+    def __init__(self, objective: Any, references: ReferenceCache | None, settings: MethodConfig) -> None:
+        self.contrastive = ContrastiveTask(objective, references)
+        self.settings = settings
+
+    def forward(self, encoder: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+        return {side: self.contrastive.forward(encoder, b) for side, b in _sides(batch).items()}
+
+    def targets(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        return {side: self.contrastive.targets(b, device) for side, b in _sides(batch).items()}
+
+    def side_loss(self, outputs: dict[str, Any], targets: dict[str, Any], side: str) -> torch.Tensor:
+        return self.contrastive.loss(outputs[side], targets[side])[0]
+
+
+def _sides(batch: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {side: batch[side] for side in ("retain", "forget") if batch.get(side) is not None}
+
+
+class FinetuneTask(_UnlearnTask):
+    """FT: the training objective on retained data only."""
+
+    def loss(self, outputs: dict[str, Any], targets: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        loss = self.side_loss(outputs, targets, "retain")
+        return loss, {"retain_loss": loss.detach()}
+
+
+class GradientAscentTask(_UnlearnTask):
+    """NegGrad+: descend on retained data, ascend (bounded at the chance loss) on the forget batch."""
+
+    def loss(self, outputs: dict[str, Any], targets: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        retain_loss = self.side_loss(outputs, targets, "retain")
+        forget_loss = self.side_loss(outputs, targets, "forget")
+        n_forget = len(next(iter(targets["forget"]["present"].values())))
+        bound = self.settings.ascent_bound * math.log(max(2, n_forget))
+        loss = self.settings.retain_weight * retain_loss - self.settings.forget_weight * torch.clamp(
+            forget_loss, max=bound
+        )
+        return loss, {"retain_loss": retain_loss.detach(), "forget_loss": forget_loss.detach()}
+
+
+class LafTask(Task):
+    """LAF (see the module docstring): push forget representations away inside the retained distribution,
+    bring forget pairs to the unseen pairs' cosine, keep retained representations where they were."""
+
+    metric_prefix = "unlearn"
+
+    def __init__(
+        self,
+        settings: MethodConfig,
+        forget_ref: dict[str, torch.Tensor],
+        retain_ref: dict[str, torch.Tensor],
+        gaussians: dict[str, Gaussian],
+        pair_targets: dict[tuple[str, str], float],
+    ) -> None:
+        self.settings = settings
+        self.forget_ref, self.retain_ref = forget_ref, retain_ref
+        self.gaussians, self.pair_targets = gaussians, pair_targets
+
+    def forward(self, encoder: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
+        return {side: encoder(batch[side])[0] for side in ("forget", "retain")}
+
+    def targets(self, batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        out = {}
+        for side, ref in (("forget", self.forget_ref), ("retain", self.retain_ref)):
+            rows = batch[f"{side}_rows"]
+            out[side] = {
+                "present": batch[side]["present"],
+                "original": {v: f[rows].to(device) for v, f in ref.items()},
+            }
+        return out
+
+    def loss(self, outputs: dict[str, Any], targets: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        s = self.settings
+        forget, retain = targets["forget"], targets["retain"]
+        forget_term, forget_parts = laf_forget_loss(
+            outputs["forget"],
+            forget["original"],
+            forget["present"],
+            self.gaussians,
+            s.margin,
+            s.distribution_weight,
+        )
+        pair_term, pair_parts = laf_pair_loss(outputs["forget"], forget["present"], self.pair_targets)
+        retain_term = laf_retain_loss(
+            outputs["retain"], retain["original"], retain["present"], s.match_temperature
+        )
+        loss = s.forget_weight * forget_term + s.pair_weight * pair_term + s.retain_weight * retain_term
+        return loss, forget_parts | pair_parts | {"retain_match": retain_term.detach()}
+
+
+class SampledBatches(StepSource):
+    """Every step draws a retained batch (and, except for ``finetune``, a forget batch) from one seeded
+    generator: the draws do not depend on checks, so a run stopped at step k is the first k steps."""
+
+    def __init__(
+        self,
+        forget_items: list[dict[str, Any]],
+        retain_set: StudyDataset,
+        cfg: TrainConfig,
+        settings: MethodConfig,
+        with_forget: bool,
+        device: torch.device,
+        seed: int,
+    ) -> None:
+        self.forget_items, self.retain_set, self.cfg = forget_items, retain_set, cfg
+        self.settings, self.with_forget, self.device = settings, with_forget, device
+        self.rng = np.random.default_rng(seed)
+
+    def positions(self, epoch: int) -> list[int]:
+        return list(range(self.settings.steps))
+
+    def _batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return move_batch(collate_studies(items, self.cfg.views), self.device)
+
+    def micro_batches(self, epoch: int, position: int) -> list[dict[str, Any]]:
+        size = self.settings.batch_size
+        retain_rows = _sample(len(self.retain_set), size, self.rng)
+        step = {"retain": self._batch([self.retain_set[i] for i in retain_rows]), "retain_rows": retain_rows}
+        step["key"] = list(step["retain"]["key"])
+        if self.with_forget:
+            forget_rows = _sample(len(self.forget_items), size, self.rng)
+            step["forget"] = self._batch([self.forget_items[i] for i in forget_rows])
+            step["forget_rows"] = forget_rows
+            step["key"] += step["forget"]["key"]
+        return [step]
+
+
+class CheckEvery(Callback):
+    """Verified early stopping: the stage's check every ``check_every`` steps; stop at the first pass."""
+
+    def __init__(
+        self, model: MultimodalModel, check: StopCheck, settings: MethodConfig, tracker: Any | None
+    ) -> None:
+        self.model, self.check, self.settings, self.tracker = model, check, settings, tracker
+        self.history: list[dict[str, float]] = []
+        self.checks: list[dict[str, float]] = []
+        self.seconds = 0.0
+        self.passed = False
+
+    def after_step(self, state: LoopState, output: StepOutput) -> None:
+        self.history.append(output.parts | {"loss": output.loss})
+        if not is_check_step(state.step, self.settings):
+            return
+        tick = time.perf_counter()
+        passed, figures = self.check(self.model, state.step)
+        self.model.train()
+        spent = time.perf_counter() - tick
+        self.seconds += spent
+        record = {"step": float(state.step), "passed": float(passed), "seconds": spent, **figures}
+        self.checks.append(record)
+        if self.tracker is not None:
+            self.tracker.log_metrics(
+                {f"unlearn.check.{k}": v for k, v in record.items() if k != "step" and math.isfinite(v)},
+                state.step,
+            )
+        if passed:
+            self.passed = state.stop = True
 
 
 def _sample(n: int, size: int, rng: np.random.Generator) -> list[int]:
@@ -298,111 +487,96 @@ def unlearn_model(
     if method not in ("laf", "finetune", "gradient_ascent"):
         raise ValueError(f"unlearn_model runs laf/finetune/gradient_ascent, not {method!r}")
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     start = time.perf_counter()
     model = copy.deepcopy(original).to(device)
     model.train()
     encoder = ViewEncoder(model, cfg.views)
-    objective = build_objective(cfg.objective, distributed=False)
-    # LAF never calls the training loss: only the other methods need the CWCL reference features.
-    references = build_reference_cache(model, cfg, retain_set) if method != "laf" else None
-    optimizer = torch.optim.AdamW(model.param_groups(settings.weight_decay), lr=settings.lr)
-    gaussians: dict[str, Gaussian] = {}
-    pair_targets: dict[tuple[str, str], float] = {}
+    task: Task
     if method == "laf":
-        # The original model's embeddings never change: computed once here, they are both the retained
-        # distribution's sample and every step's targets (the frozen copy is eval-mode, deterministic).
-        # The other methods never look at the original, so only LAF pays for the copy.
-        frozen = copy.deepcopy(original).to(device).eval()
-        for p in frozen.parameters():
-            p.requires_grad_(False)
-        retain_ref, retain_present = embed_dataset(frozen, retain_set, cfg.views, cfg.eval_batch_size, device)
-        forget_ref, _ = embed_dataset(
-            frozen, ItemList(forget_items, cfg.views), cfg.views, cfg.eval_batch_size, device
-        )
-        if settings.distribution_weight:
-            gaussians = fit_retained_gaussians(
-                retain_ref, retain_present, settings.distribution_quantile, seed=seed
-            )
-        if settings.pair_weight and unseen_set is not None:
-            pair_targets = unseen_pair_cosines(frozen, unseen_set, cfg, device)
-    history: list[dict[str, float]] = []
-    checks: list[dict[str, float]] = []
-    stop_reason, check_seconds = "max_steps", 0.0
+        task = _laf_task(original, forget_items, retain_set, cfg, settings, device, seed, unseen_set)
+    else:
+        objective = build_objective(cfg.objective, distributed=False)
+        references = build_reference_cache(model, cfg, retain_set)
+        kind = FinetuneTask if method == "finetune" else GradientAscentTask
+        task = kind(objective, references, settings)
+    engine = Engine(model, encoder, settings.optim(), settings.steps, device, cfg.precision)
+    source = SampledBatches(forget_items, retain_set, cfg, settings, method != "finetune", device, seed)
+    checks = CheckEvery(model, check, settings, tracker) if check is not None else None
+    recorder = checks or _History()
     loop_start = time.perf_counter()
-    bar = tqdm(range(settings.steps), desc=f"unlearn ({method})", unit="step", disable=not progress)
-    for step in bar:
-        retain_rows = _sample(len(retain_set), settings.batch_size, rng)
-        retain_batch = _batch([retain_set[i] for i in retain_rows], cfg, device)
-        parts: dict[str, float] = {}
-        if method == "finetune":
-            loss, _ = compute_loss(encoder, objective, retain_batch, references)
-            parts["retain_loss"] = float(loss.detach())
-        else:
-            forget_rows = _sample(len(forget_items), settings.batch_size, rng)
-            forget_batch = _batch([forget_items[i] for i in forget_rows], cfg, device)
-            if method == "gradient_ascent":
-                retain_loss, _ = compute_loss(encoder, objective, retain_batch, references)
-                forget_loss, _ = compute_loss(encoder, objective, forget_batch, references)
-                bound = settings.ascent_bound * math.log(max(2, len(forget_batch["key"])))
-                loss = settings.retain_weight * retain_loss - settings.forget_weight * torch.clamp(
-                    forget_loss, max=bound
-                )
-                parts.update(retain_loss=float(retain_loss.detach()), forget_loss=float(forget_loss.detach()))
-            else:
-                z_f, _ = encoder(forget_batch)
-                z_r, _ = encoder(retain_batch)
-                z0_f = {v: f[forget_rows].to(device) for v, f in forget_ref.items()}
-                z0_r = {v: f[retain_rows].to(device) for v, f in retain_ref.items()}
-                forget_term, forget_parts = laf_forget_loss(
-                    z_f,
-                    z0_f,
-                    forget_batch["present"],
-                    gaussians,
-                    settings.margin,
-                    settings.distribution_weight,
-                )
-                pair_term, pair_parts = laf_pair_loss(z_f, forget_batch["present"], pair_targets)
-                retain_term = laf_retain_loss(z_r, z0_r, retain_batch["present"], settings.match_temperature)
-                loss = (
-                    settings.forget_weight * forget_term
-                    + settings.pair_weight * pair_term
-                    + settings.retain_weight * retain_term
-                )
-                parts.update(forget_parts | pair_parts, retain_match=float(retain_term.detach()))
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"unlearning loss became {float(loss)} at step {step}: lower lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-        optimizer.step()
-        model.clamp_logit_scale()
-        parts["loss"] = float(loss.detach())
-        history.append(parts)
-        bar.set_postfix(loss=f"{parts['loss']:.3f}")
-        if tracker is not None:
-            tracker.log_metrics({f"unlearn.{k}": v for k, v in parts.items()}, step + 1)
-        if check is not None and is_check_step(step + 1, settings):
-            tick = time.perf_counter()
-            passed, figures = check(model, step + 1)
-            model.train()
-            spent = time.perf_counter() - tick
-            check_seconds += spent
-            record = {"step": float(step + 1), "passed": float(passed), "seconds": spent, **figures}
-            checks.append(record)
-            if tracker is not None:
-                tracker.log_metrics(
-                    {f"unlearn.check.{k}": v for k, v in record.items() if k != "step" and math.isfinite(v)},
-                    step + 1,
-                )
-            if passed:
-                stop_reason = "verified"
-                break
+    state = fit(
+        engine,
+        task,
+        source,
+        callbacks=[recorder],
+        tracker=tracker,
+        settings=LoopSettings(log_every=1, progress=progress, description=f"unlearn ({method})"),
+    )
     model.eval()
     end = time.perf_counter()
-    taken = len(history)
-    per_step = (end - loop_start - check_seconds) / max(1, taken)
-    return UnlearnOutcome(model, taken, end - start, history, per_step, stop_reason, checks, check_seconds)
+    check_seconds = checks.seconds if checks is not None else 0.0
+    per_step = (end - loop_start - check_seconds) / max(1, state.step)
+    return UnlearnOutcome(
+        model,
+        state.step,
+        end - start,
+        recorder.history,
+        per_step,
+        "verified" if checks is not None and checks.passed else "max_steps",
+        checks.checks if checks is not None else [],
+        check_seconds,
+    )
+
+
+class _History(Callback):
+    def __init__(self) -> None:
+        self.history: list[dict[str, float]] = []
+
+    def after_step(self, state: LoopState, output: StepOutput) -> None:
+        self.history.append(output.parts | {"loss": output.loss})
+
+
+def _laf_task(
+    original: MultimodalModel,
+    forget_items: list[dict[str, Any]],
+    retain_set: StudyDataset,
+    cfg: TrainConfig,
+    settings: MethodConfig,
+    device: torch.device,
+    seed: int,
+    unseen_set: Any | None,
+) -> LafTask:
+    """LAF's fixed targets. The original model's embeddings never change: computed once here, they are
+    both the retained distribution's sample and every step's targets (the frozen copy is eval-mode,
+    deterministic). The other methods never look at the original, so only LAF pays for the copy."""
+    frozen = copy.deepcopy(original).to(device).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    retain_ref, retain_present = embed_dataset(frozen, retain_set, cfg.views, cfg.eval_batch_size, device)
+    forget_ref, _ = embed_dataset(
+        frozen, ItemList(forget_items, cfg.views), cfg.views, cfg.eval_batch_size, device
+    )
+    gaussians: dict[str, Gaussian] = {}
+    if settings.distribution_weight:
+        gaussians = fit_retained_gaussians(
+            retain_ref, retain_present, settings.distribution_quantile, seed=seed
+        )
+    pair_targets: dict[tuple[str, str], float] = {}
+    if settings.pair_weight and unseen_set is not None:
+        pair_targets = unseen_pair_cosines(frozen, unseen_set, cfg, device)
+    return LafTask(settings, forget_ref, retain_ref, gaussians, pair_targets)
+
+
+def outcome_metrics(outcome: UnlearnOutcome, settings: MethodConfig) -> dict[str, float]:
+    """The run's step counts and timings as tracker metrics."""
+    return {
+        "unlearn.steps": float(outcome.steps),
+        "unlearn.max_steps": float(settings.steps),
+        "unlearn.checks": float(len(outcome.checks)),
+        "unlearn.stopped_early": float(outcome.stop_reason == "verified"),
+        "time.unlearn_step_s": outcome.step_seconds,
+        "time.checks_s": outcome.check_seconds,
+    }
 
 
 def time_training_steps(

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 from pipelines.config import load_config
-from pipelines.training import Config, train, trainable_state
+from pipelines.training import MoreTrainConfig, train, trainable_state
 
 
 class _Quiet:
@@ -18,7 +18,7 @@ class _Quiet:
 
 
 def main() -> None:
-    cfg = load_config(Config, sys.argv[1])
+    cfg = load_config(MoreTrainConfig, sys.argv[1])
     out = Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     result = train(cfg, _Quiet())

@@ -3,6 +3,7 @@ sequence runs every method end to end, and a resumed run ends exactly like an un
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,18 +13,12 @@ import pytest
 import torch
 
 from pipelines.config import load_config
-from pipelines.continual import (
-    Config,
-    TaskSpec,
-    continual,
-    load_start_model,
-    method_parts,
-    read_task_map,
-    task_keys,
-)
+from pipelines.continual import ContinualConfig, continual, load_start_model
 from pipelines.continual_methods.distill import reference_distillation_loss
 from pipelines.continual_methods.metrics import macro_auroc
 from pipelines.continual_methods.replay import BUFFER_COLUMNS
+from pipelines.continual_methods.tasks import TaskSpec, read_task_map, task_keys
+from pipelines.continual_methods.training import method_parts
 from pipelines.continual_methods.weights import l2_to_initial, wise_ft
 from pipelines.data import ids
 from pipelines.data.dataset import StudyDataset, more_views
@@ -33,7 +28,7 @@ from pipelines.evaluation.metrics import binarise_labels
 from pipelines.evaluation.task_sequence import zero_shot_probabilities
 from pipelines.evaluation.tasks import ZeroShotTaskConfig
 from pipelines.evaluation.zero_shot import TaskPrompts, ZeroShotScoringConfig, evaluate_task, task_prompts
-from pipelines.training import embed_dataset, trainable_state
+from pipelines.training import TrainingSettings, embed_dataset, trainable_state
 from tests.pipelines.processed_fixture import write_processed_dataset
 from tests.pipelines.train_helpers import tiny_more_config
 
@@ -50,11 +45,24 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _config(data_root: Path, tmp_path: Path, **overrides) -> Config:
+def _config(data_root: Path, tmp_path: Path, **overrides) -> ContinualConfig:
     tiny = tiny_more_config(data_root, tmp_path)
+    per_task = {f.name for f in dataclasses.fields(TrainingSettings)}
+    train = TrainingSettings(
+        **{
+            "views": tiny.views,
+            "model": tiny.model,
+            "objective": tiny.objective,
+            "epochs": 1,
+            "max_steps": 2,
+            "batch_size": 8,
+            "eval_batch_size": 16,
+        }
+        | {k: overrides.pop(k) for k in list(overrides) if k in per_task}
+    )
     values = dict(
         data_root=str(data_root),
-        model=tiny.model,
+        train=train,
         start_from="scratch",
         tasks=[
             TaskSpec("even", {"task": "1"}, {"xray_findings": ["cardiomegaly"]}),
@@ -62,10 +70,6 @@ def _config(data_root: Path, tmp_path: Path, **overrides) -> Config:
         ],
         task_map=str(data_root / "tasks.csv"),
         eval_split=["val", "test"],
-        epochs=1,
-        max_steps=2,
-        batch_size=8,
-        eval_batch_size=16,
         threads=1,
         checkpoint_dir=str(tmp_path / "ckpt"),
         bootstrap_resamples=50,
@@ -73,7 +77,7 @@ def _config(data_root: Path, tmp_path: Path, **overrides) -> Config:
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     values.update(overrides)
-    cfg = Config(**values)
+    cfg = ContinualConfig(**values)
     cfg.replay.capacity, cfg.replay.batch_size = 6, 4
     cfg.distill.reference_size, cfg.distill.batch_size, cfg.distill.max_sentences = 6, 4, 6
     return cfg
@@ -152,7 +156,7 @@ def test_tasks_select_studies_by_manifest_columns_or_the_task_map(data_root: Pat
 
 
 def test_demo_config_file_loads() -> None:
-    cfg = load_config(Config, REPO / "configs" / "continual.yaml")
+    cfg = load_config(ContinualConfig, REPO / "configs" / "continual.yaml")
     assert cfg.compare_methods == ["finetune", "replay+distill"] and len(cfg.tasks) == 3
 
 

@@ -103,13 +103,13 @@ def test_sigkilled_run_resumes_to_the_same_weights_as_an_uninterrupted_run(
     code = """
 import sys, time
 from pipelines.config import load_config
-from pipelines.train import Config, train
+from pipelines.train import MoreTrainConfig, train
 
 class SlowTracker:
     def log_metrics(self, metrics, step):
         time.sleep(0.3)
 
-train(load_config(Config, sys.argv[1]), SlowTracker())
+train(load_config(MoreTrainConfig, sys.argv[1]), SlowTracker())
 """
     proc = subprocess.Popen([sys.executable, "-c", code, str(config_path)], cwd=REPO, env=env)
     last = Path(killed.checkpoint_dir) / "last.pt"

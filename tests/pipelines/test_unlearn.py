@@ -12,9 +12,10 @@ import torch
 from encoders import MultimodalModel
 from pipelines.config import load_config
 from pipelines.data.dataset import StudyDataset
-from pipelines.unlearn import Config, audit_path, audit_record, unlearn, version_tags
+from pipelines.unlearn import UnlearnConfig, audit_path, unlearn
 from pipelines.unlearning import audit
 from pipelines.unlearning.methods import MethodConfig
+from pipelines.unlearning.records import audit_record, version_tags
 from pipelines.unlearning.verify import Verification, VerifyConfig
 from tests.pipelines.train_helpers import tiny_more_config
 from tests.pipelines.unlearning.helpers import SALT, accession, mrn, write_hashed_dataset
@@ -22,7 +23,7 @@ from tests.pipelines.unlearning.helpers import SALT, accession, mrn, write_hashe
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _stage(tmp_path: Path, method: str, forget: list[str]) -> tuple[Config, object]:
+def _stage(tmp_path: Path, method: str, forget: list[str]) -> tuple[UnlearnConfig, object]:
     root = write_hashed_dataset(tmp_path / "demo", n_studies=40)
     pd.DataFrame(
         {
@@ -32,7 +33,7 @@ def _stage(tmp_path: Path, method: str, forget: list[str]) -> tuple[Config, obje
     ).to_csv(root / "replay_buffer.csv", index=False)
     (tmp_path / "forget.txt").write_text("\n".join(forget) + "\n")
     train_cfg = tiny_more_config(root, tmp_path, eval_batch_size=32)
-    cfg = Config(
+    cfg = UnlearnConfig(
         forget_list=str(tmp_path / "forget.txt"),
         method=method,
         salt=SALT,
@@ -99,7 +100,7 @@ def test_the_registered_failed_version_carries_the_failed_tags(tmp_path: Path) -
     pytest.importorskip("pipelines.evaluation.prompts")
     import mlflow
 
-    from pipelines.unlearn import register_unlearned
+    from pipelines.unlearning.records import register_unlearned
 
     cfg, train_cfg = _stage(tmp_path, "finetune", [mrn(0)])
     result = unlearn(cfg, train_cfg, None)
@@ -115,7 +116,7 @@ def test_the_registered_failed_version_carries_the_failed_tags(tmp_path: Path) -
 
 def test_the_shipped_config_loads_and_the_forget_list_is_required(tmp_path: Path) -> None:
     cfg = load_config(
-        Config, REPO / "configs" / "unlearn.yaml", ["forget_list=x.txt", "method=gradient_ascent"]
+        UnlearnConfig, REPO / "configs" / "unlearn.yaml", ["forget_list=x.txt", "method=gradient_ascent"]
     )
     assert cfg.method == "gradient_ascent" and cfg.forget_list == "x.txt"
     from pipelines.errors import StageError

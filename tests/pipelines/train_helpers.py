@@ -1,14 +1,17 @@
-"""Tiny training configs for tests: small towers, the real offline MiniLM text tower with LoRA."""
+"""Tiny training configs for tests: small towers, the real offline MiniLM text tower with LoRA.
+
+Precision is fp32: ``auto`` would pick bf16 on a CPU with native bf16 and fp32 on an AVX2-only one, and
+test figures must not depend on the machine."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from encoders import LoraSettings, MultimodalConfig, TowerConfig
-from pipelines.training import Config, SpeechConfig
+from pipelines.training import MoreTrainConfig, SpeechTrainConfig
 
 
-def tiny_more_config(data_root: Path, tmp_path: Path, **overrides) -> Config:
+def tiny_more_config(data_root: Path, tmp_path: Path, **overrides) -> MoreTrainConfig:
     model = MultimodalConfig(
         towers={
             "image": TowerConfig(
@@ -48,13 +51,14 @@ def tiny_more_config(data_root: Path, tmp_path: Path, **overrides) -> Config:
         checkpoint_every=2,
         log_every=1,
         threads=1,
+        precision="fp32",
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     values.update(overrides)
-    return Config(**values)
+    return MoreTrainConfig(**values)
 
 
-def tiny_speech_config(data_root: Path, tmp_path: Path, **overrides) -> SpeechConfig:
+def tiny_speech_config(data_root: Path, tmp_path: Path, **overrides) -> SpeechTrainConfig:
     model = MultimodalConfig(
         towers={
             "audio": TowerConfig(
@@ -84,7 +88,8 @@ def tiny_speech_config(data_root: Path, tmp_path: Path, **overrides) -> SpeechCo
         max_speech_s=0.1,
         checkpoint_dir=str(tmp_path / "ckpt-speech"),
         threads=1,
+        precision="fp32",
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
     )
     values.update(overrides)
-    return SpeechConfig(**values)
+    return SpeechTrainConfig(**values)

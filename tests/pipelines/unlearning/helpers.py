@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from encoders import LoraSettings, MultimodalConfig, TowerConfig
+from encoders import LoraSettings, MultimodalConfig, PairSpec, TowerConfig
 from pipelines.data import ids
 from pipelines.data.dataset import ViewSpec
-from pipelines.training import ObjectiveConfig, PairConfig, TrainConfig
+from pipelines.training import ObjectiveConfig, TrainConfig
 from tests.pipelines.processed_fixture import write_processed_dataset
 
 SALT = "test-salt-0123"
@@ -72,8 +72,9 @@ def tiny_pair_config(data_root: Path) -> TrainConfig:
         data_root=str(data_root),
         model=model,
         views={"xray": ViewSpec("xray", "image"), "ecg": ViewSpec("ecg", "ecg")},
-        objective=ObjectiveConfig(kind="clip", pairs=[PairConfig("xray", "ecg")]),
+        objective=ObjectiveConfig(kind="clip", pairs=[PairSpec("xray", "ecg")]),
         batch_size=16,
         eval_batch_size=64,
         threads=1,
+        precision="fp32",  # auto would be bf16 on a CPU with native bf16: figures must not depend on the machine
     )

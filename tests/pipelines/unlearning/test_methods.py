@@ -18,8 +18,8 @@ import torch
 from encoders import MultimodalModel
 from pipelines.data.dataset import StudyDataset
 from pipelines.training import TrainConfig
-from pipelines.unlearn import ForgettingCheck, ItemList, model_embeddings
-from pipelines.unlearning.methods import MethodConfig, StudySubset, is_check_step, unlearn_model
+from pipelines.unlearning.forgetting import ForgettingCheck, model_embeddings
+from pipelines.unlearning.methods import ItemList, MethodConfig, StudySubset, is_check_step, unlearn_model
 from pipelines.unlearning.verify import VerifyConfig, check_forgetting, verify_unlearning
 from tests.pipelines.unlearning.helpers import tiny_pair_config, write_random_pairs_dataset
 
