@@ -1,12 +1,18 @@
-"""The registered model: an MLflow pyfunc that answers zero-shot questions about files, arrays or texts.
+"""The registered model: an MLflow pyfunc that answers zero-shot questions about files' content or texts.
 
 ``mlflow.pyfunc.load_model("models:/<name>@champion").predict(frame)`` takes a DataFrame with
-``modality`` (xray | ecg | speech | text), ``input`` (a file path, a base64 ``.npy`` array, or the text),
-optional ``input_format`` (``path``, default, or ``npy``: an array as preprocessing stores it, X-ray
-``[H, W]``, ECG ``[12, T]`` with NaN for absent leads, speech ``[T]``) and optional ``labels``
-(``;``-separated; default: every label of that modality's prompt set), and returns one row per input
-with the embedding, the probability of each label, the top label and ``scoring`` (which classifier
-answered). Bad rows get an ``error`` and empty scores rather than failing the whole request.
+``modality`` (xray | ecg | speech | text), ``input`` (the file's content: base64 DICOM/PNG/JPEG/WAV/FLAC,
+a WFDB record as JSON header + signal files or a zip, a base64 ``.npy`` array; or the text), optional
+``input_format`` (``auto``, the default, tells formats apart by their first bytes; the table is in
+:mod:`pipelines.registry.payloads`) and optional ``labels`` (``;``-separated; default: every label of
+that modality's prompt set), and returns one row per input with the embedding, the probability of
+each label, the top label and ``scoring`` (which classifier answered). A bad row gets an ``error``
+(``Kind: reason``, never a traceback or a server path) and empty scores; the other rows are answered.
+
+Requests never name files on the serving host: path input is off unless an in-process user loads the
+model with ``model_config={"path_root": "/data"}``; bounds on rows, encoded bytes and labels are
+:class:`pipelines.registry.payloads.ServingLimits` (same ``model_config``), and the decoded size is
+bounded by the preprocessing readers' own header checks.
 
 Scores come from :class:`pipelines.evaluation.zero_shot.ZeroShotClassifier`, the classifier the
 evaluation judged: ``make evaluate`` records each task's fitted classifier (prompt texts, template
@@ -20,8 +26,11 @@ the reader settings used in preprocessing, and the ``pipelines``/``encoders`` co
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+_log = logging.getLogger(__name__)
 # modality of an input -> its default prompt set
 DEFAULT_PROMPT_SETS = {"xray": "cxr_findings", "ecg": "ecg_diagnoses", "speech": "speech_intents"}
 OUTPUT_COLUMNS = [
@@ -76,13 +86,6 @@ def _canonical(label: str, known: list[str]) -> str:
     return folded.get(label.strip().lower().replace("_", " "), label)
 
 
-def _decode_npy(value: str) -> np.ndarray:
-    import base64
-    import io
-
-    return np.load(io.BytesIO(base64.b64decode(value, validate=True)), allow_pickle=False)
-
-
 # --------------------------------------------------------------------------- what travels with a version
 
 
@@ -127,14 +130,16 @@ def _own_version(registered_name: str | None, model_root: Path) -> Any | None:
     import yaml
     from mlflow.models import Model
 
-    client = mlflow.MlflowClient()
     meta_path = model_root / "registered_model_meta"
     if meta_path.is_file():
         meta = yaml.safe_load(meta_path.read_text()) or {}
         if meta.get("model_name") and meta.get("model_version") is not None:
-            return client.get_model_version(str(meta["model_name"]), str(meta["model_version"]))
+            return mlflow.MlflowClient().get_model_version(
+                str(meta["model_name"]), str(meta["model_version"])
+            )
     if not registered_name:
         return None
+    client = mlflow.MlflowClient()
     info = Model.load(str(model_root))
     for version in client.search_model_versions(f"name='{registered_name}'"):
         if info.model_id and version.source == f"models:/{info.model_id}":
@@ -159,13 +164,51 @@ def served_classifiers(bundle: dict[str, Any], model_root: Path) -> tuple[dict[s
     return record.get("tasks", {}), f"evaluated: {where}"
 
 
+@dataclasses.dataclass
+class _Row:
+    """One request row on its way through decode, embedding and scoring."""
+
+    out: dict[str, Any]
+    modality: str = ""
+    labels: list[str] = dataclasses.field(default_factory=list)
+    mode: str = "pair"
+    value: Any = None  # decoded array, or the text
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    embedding: np.ndarray | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.out["error"]
+
+    def fail(self, err: BaseException) -> None:
+        self.out["error"] = _error_text(err)
+
+
+def _error_text(err: BaseException) -> str:
+    """``Kind: reason`` for a row's ``error``: the reason for input problems, only the exception type
+    for anything else (a bug's message may quote server state; the traceback goes to the server log)."""
+    from pipelines.errors import RejectedInput
+    from pipelines.registry.payloads import PayloadError
+
+    if isinstance(err, PayloadError | RejectedInput):
+        return f"{type(err).__name__}: {err}"[:300]
+    _log.error("zero-shot row failed", exc_info=err)
+    return f"InternalError: {type(err).__name__} while scoring this row"
+
+
 class ZeroShotModel(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper around ``encoders.MultimodalModel`` + the preprocessing readers."""
+    """pyfunc wrapper around ``encoders.MultimodalModel`` + the preprocessing readers.
+
+    Prompt embeddings are encoded once per loaded model and label set (the evaluated classifiers at
+    load, the default ones on first use, at most ``max_label_sets`` kept); a request's inputs are
+    embedded ``batch_size`` at a time per modality and input shape, one tower call per batch."""
 
     def load_context(self, context: Any) -> None:
         from encoders import MultimodalModel
         from pipelines.evaluation.zero_shot import ZeroShotClassifier, model_text_encoder
+        from pipelines.registry.payloads import ServingLimits
 
+        self.limits = ServingLimits.from_model_config(getattr(context, "model_config", None))
         self.model = MultimodalModel.from_pretrained(context.artifacts["model_dir"]).eval()
         self.bundle = json.loads(Path(context.artifacts["bundle"]).read_text())
         self.encode_texts = model_text_encoder(self.model)
@@ -177,7 +220,8 @@ class ZeroShotModel(mlflow.pyfunc.PythonModel):
             name: (state["modality"], ZeroShotClassifier.from_state(state, self.encode_texts), state)
             for name, state in record.items()
         }
-        self.default_classifiers: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+        self.default_classifiers: OrderedDict[tuple[str, str, tuple[str, ...]], Any] = OrderedDict()
+        self.readers: dict[str, Any] = {}
         print(f"zero-shot scoring: {self.scoring_note}")
 
     # ------------------------------------------------------------------ inputs
@@ -187,15 +231,14 @@ class ZeroShotModel(mlflow.pyfunc.PythonModel):
         saved = self.bundle.get("preprocessing", {}).get(modality, {}).get("reader_config", {})
         return registry.reader_config(modality, saved)
 
-    def _read(self, modality: str, value: str) -> tuple[np.ndarray, dict[str, Any]]:
-        """The stored-form array of a file (as preprocessing writes it) and its manifest-row fields."""
-        from pipelines.data import registry
+    def _reader(self, modality: str) -> Any:
+        """``path -> list[Decoded]``: the modality's preprocessing reader with the model's settings."""
+        if modality not in self.readers:
+            from pipelines.data import registry
 
-        path = Path(value)
-        if not path.exists():
-            raise FileNotFoundError(f"no such file: {value}")
-        sample = registry.resolve(registry.get(modality).reader)(path, self._reader_config(modality))[0]
-        return sample.array, dict(sample.meta)
+            read, cfg = registry.resolve(registry.get(modality).reader), self._reader_config(modality)
+            self.readers[modality] = lambda path: read(path, cfg)
+        return self.readers[modality]
 
     def _max_samples(self, modality: str) -> int:
         """Speech is cropped as the evaluation cropped it (its record), else at 2 s of the stored rate."""
@@ -206,7 +249,63 @@ class ZeroShotModel(mlflow.pyfunc.PythonModel):
                 return int(state["max_samples"])
         return int(2.0 * (registry.sample_rate_hz(modality) or 0))
 
-    def _embed(self, modality: str, value: str, input_format: str) -> np.ndarray:
+    def _parse(self, record: dict[str, Any], params: dict[str, Any]) -> _Row:
+        """A row's modality, labels and mode, checked against the bounds; its input decoded."""
+        from pipelines.registry.payloads import (
+            InvalidPayload,
+            PayloadRefused,
+            PayloadTooLarge,
+            decode_input,
+        )
+
+        modality = str(record.get("modality") or "").strip().lower()
+        raw_labels = record.get("labels")
+        if isinstance(raw_labels, str) and raw_labels.strip():
+            labels = [x.strip() for x in raw_labels.split(";") if x.strip()]
+        else:
+            labels = list(self.bundle.get("prompts", {}).get(modality, {}).get("labels", []))
+        out = dict.fromkeys(OUTPUT_COLUMNS, "")
+        out.update(modality=modality, labels=";".join(labels)[:2000], top_probability=float("nan"))
+        default_mode = self.bundle.get("prompts", {}).get(modality, {}).get("mode", "pair")
+        row = _Row(out, modality, labels, str(params.get("mode") or default_mode))
+        try:
+            if row.mode not in ("pair", "multiclass"):
+                raise PayloadRefused(f"mode must be pair or multiclass, got {row.mode[:40]!r}")
+            if len(labels) > self.limits.max_labels:
+                raise PayloadTooLarge(f"{len(labels)} labels > max_labels={self.limits.max_labels}")
+            if any(len(label) > self.limits.max_label_chars for label in labels):
+                raise PayloadTooLarge(f"a label is longer than max_label_chars={self.limits.max_label_chars}")
+            try:
+                _tower_for(self.model, modality)
+            except ValueError as err:
+                raise PayloadRefused(str(err)) from None
+            value = record.get("input")
+            if not isinstance(value, str) or not value:
+                raise InvalidPayload("input is empty")
+            input_format = record.get("input_format")
+            input_format = input_format.strip().lower() if isinstance(input_format, str) else ""
+            if modality == "text":
+                if input_format not in ("", "auto", "text"):
+                    raise PayloadRefused(
+                        f"text input is the text itself, not input_format {input_format[:20]!r}"
+                    )
+                if len(value) > self.limits.max_text_chars:
+                    raise PayloadTooLarge(
+                        f"text of {len(value)} characters > max_text_chars={self.limits.max_text_chars}"
+                    )
+                row.value = value
+            else:
+                row.value, row.meta = decode_input(
+                    modality, value, input_format, self._reader(modality), self.limits
+                )
+        except Exception as err:  # noqa: BLE001 - one bad row must not fail the request
+            row.fail(err)
+        return row
+
+    # ------------------------------------------------------------------ embedding
+    def embed_batch(self, modality: str, values: list[Any], metas: list[dict[str, Any]]) -> np.ndarray:
+        """Embeddings ``[n, D]`` of same-shaped inputs of one modality: one call to its tower, through
+        the evaluation's path (the view's tensors, collate and the view encoder)."""
         import torch
 
         from pipelines.data import registry
@@ -216,22 +315,39 @@ class ZeroShotModel(mlflow.pyfunc.PythonModel):
         tower = _tower_for(self.model, modality)
         with torch.no_grad():
             if modality == "text":
-                return self.model.encode(tower, [value])[0].numpy()
-            if input_format == "npy":
-                array = _decode_npy(value)
-                row: dict[str, Any] = {}
-                if array.ndim == 2 and modality == "ecg":
-                    row["lead_mask"] = "".join("0" if np.isnan(lead).all() else "1" for lead in array)
-            elif input_format == "path":
-                array, row = self._read(modality, value)
-            else:
-                raise ValueError(f"input_format must be path or npy, got {input_format!r}")
-            # The evaluation's path: one study through the view's tensors, collate and the view encoder.
+                return self.model.encode(tower, list(values)).float().numpy()
             spec = ViewSpec(modality=modality, tower=tower)
             kind = registry.view_kind(spec)
-            batch = kind.collate(modality, [kind.item(modality, array, row, self._max_samples(modality))])
-            features, _ = ViewEncoder(self.model, {modality: spec})(batch)
-            return features[modality][0].float().numpy()
+            max_samples = self._max_samples(modality)
+            items = [kind.item(modality, v, m, max_samples) for v, m in zip(values, metas, strict=True)]
+            features, _ = ViewEncoder(self.model, {modality: spec})(kind.collate(modality, items))
+            return features[modality].float().numpy()
+
+    def _embed_rows(self, rows: list[_Row]) -> None:
+        """Embed every good row, grouped by modality and input shape, ``batch_size`` per tower call;
+        when a batch fails, its rows are embedded one by one so that only the bad one gets the error."""
+        groups: dict[tuple[str, tuple[int, ...]], list[_Row]] = {}
+        for row in rows:
+            if row.ok:
+                shape = () if row.modality == "text" else tuple(np.shape(row.value))
+                groups.setdefault((row.modality, shape), []).append(row)
+        size = self.limits.batch_size
+        for (modality, _), members in groups.items():
+            for start in range(0, len(members), size):
+                chunk = members[start : start + size]
+                try:
+                    embeddings = self.embed_batch(modality, [r.value for r in chunk], [r.meta for r in chunk])
+                except Exception:  # noqa: BLE001 - find the row that broke the batch
+                    embeddings = None
+                for i, row in enumerate(chunk):
+                    try:
+                        row.embedding = (
+                            embeddings[i]
+                            if embeddings is not None
+                            else self.embed_batch(modality, [row.value], [row.meta])[0]
+                        )
+                    except Exception as err:  # noqa: BLE001
+                        row.fail(err)
 
     # ------------------------------------------------------------------ scoring
     def classifier_for(self, modality: str, labels: list[str], mode: str) -> tuple[Any, list[str], str]:
@@ -250,7 +366,9 @@ class ZeroShotModel(mlflow.pyfunc.PythonModel):
         templates = self.bundle.get("prompts", {}).get(modality, {}).get("templates", {})
         named = [_canonical(label, list(templates)) for label in labels]
         key = (modality, mode, tuple(named))
-        if key not in self.default_classifiers:
+        if key in self.default_classifiers:
+            self.default_classifiers.move_to_end(key)
+        else:
             texts = {}
             for label in dict.fromkeys(named):
                 positive, negative = _prompt_templates(label, templates)
@@ -258,6 +376,8 @@ class ZeroShotModel(mlflow.pyfunc.PythonModel):
             prompts = encode_prompts(texts, self.encode_texts)
             scale = float(self.model.logit_scale.detach().exp())
             self.default_classifiers[key] = ZeroShotClassifier.build(prompts, mode, scale)
+            while len(self.default_classifiers) > self.limits.max_label_sets:
+                self.default_classifiers.popitem(last=False)
         note = (
             self.scoring_note
             if not self.evaluated
@@ -265,44 +385,48 @@ class ZeroShotModel(mlflow.pyfunc.PythonModel):
         )
         return self.default_classifiers[key], named, note
 
-    def _score(
-        self, modality: str, embedding: np.ndarray, labels: list[str], mode: str
-    ) -> tuple[dict[str, float], str]:
-        classifier, named, note = self.classifier_for(modality, labels, mode)
-        probs = classifier.probabilities(embedding[None, :])[0]
-        return {
-            label: float(probs[classifier.labels.index(n)]) for label, n in zip(labels, named, strict=True)
-        }, note
+    def _score_rows(self, rows: list[_Row]) -> None:
+        """Probabilities of every embedded row with labels: one classifier call per label set."""
+        groups: dict[tuple[str, str, tuple[str, ...]], list[_Row]] = {}
+        for row in rows:
+            if row.ok and row.embedding is not None and row.labels:
+                groups.setdefault((row.modality, row.mode, tuple(row.labels)), []).append(row)
+        for (modality, mode, labels), members in groups.items():
+            try:
+                classifier, named, note = self.classifier_for(modality, list(labels), mode)
+                columns = [classifier.labels.index(n) for n in named]
+                probs = classifier.probabilities(np.stack([r.embedding for r in members]))[:, columns]
+            except Exception as err:  # noqa: BLE001 - a label set the classifier cannot take
+                for row in members:
+                    row.fail(err)
+                continue
+            for row, p in zip(members, probs, strict=True):
+                scores = {label: float(v) for label, v in zip(labels, p, strict=True)}
+                top = max(scores, key=scores.get)
+                row.out.update(
+                    probabilities=json.dumps(scores), top_label=top, top_probability=scores[top], scoring=note
+                )
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
+        from pipelines.registry.payloads import PayloadTooLarge
+
         params = params or {}
-        rows = []
-        for record in pd.DataFrame(model_input).to_dict("records"):
-            modality = str(record.get("modality", "")).strip().lower()
-            value = str(record.get("input", ""))
-            input_format = str(record.get("input_format") or "path").strip().lower()
-            default_mode = self.bundle.get("prompts", {}).get(modality, {}).get("mode", "pair")
-            mode = str(params.get("mode") or default_mode)
-            raw_labels = record.get("labels")
-            if isinstance(raw_labels, str) and raw_labels.strip():
-                labels = [x.strip() for x in raw_labels.split(";") if x.strip()]
-            else:
-                labels = list(self.bundle.get("prompts", {}).get(modality, {}).get("labels", []))
-            out = dict.fromkeys(OUTPUT_COLUMNS, "")
-            out.update(modality=modality, labels=";".join(labels), top_probability=float("nan"))
-            try:
-                embedding = self._embed(modality, value, input_format)
-                out["embedding"] = json.dumps([round(float(x), 6) for x in embedding])
-                if labels:
-                    probs, out["scoring"] = self._score(modality, embedding, labels, mode)
-                    top = max(probs, key=probs.get)
-                    out.update(probabilities=json.dumps(probs), top_label=top, top_probability=probs[top])
-            except Exception as err:  # noqa: BLE001 - one bad row must not fail the request
-                out["error"] = f"{type(err).__name__}: {err}"[:300]
-            rows.append(out)
-        return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
+        records = pd.DataFrame(model_input).to_dict("records")
+        n_rows, limit = len(records), self.limits.max_rows
+        rows = [self._parse(record, params) for record in records[:limit]]
+        for record in records[limit:]:
+            row = _Row(dict.fromkeys(OUTPUT_COLUMNS, ""), str(record.get("modality") or "")[:20])
+            row.out.update(modality=row.modality, top_probability=float("nan"))
+            row.fail(PayloadTooLarge(f"request has {n_rows} rows > max_rows={limit}: row not scored"))
+            rows.append(row)
+        self._embed_rows(rows)
+        self._score_rows(rows)
+        for row in rows:
+            if row.ok and row.embedding is not None:
+                row.out["embedding"] = json.dumps([round(float(x), 6) for x in row.embedding])
+        return pd.DataFrame([row.out for row in rows], columns=OUTPUT_COLUMNS)
 
 
 def _signature() -> Any:
@@ -331,6 +455,37 @@ def _signature() -> Any:
     )
     params = ParamSchema([ParamSpec("mode", "string", "")])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def input_example(modalities: list[str]) -> pd.DataFrame:
+    """What a request looks like: a report text, and an X-ray sent as content (a small grey PNG,
+    base64) when the model reads X-rays."""
+    rows = [
+        {
+            "modality": "text",
+            "input": "FINDINGS: small left pleural effusion.",
+            "input_format": "",
+            "labels": "",
+        }
+    ]
+    if "xray" in modalities:
+        import base64
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        gradient = np.add.outer(np.arange(32), np.arange(32)).astype(np.uint8) * 4
+        Image.fromarray(gradient).save(buffer, format="PNG")
+        rows.append(
+            {
+                "modality": "xray",
+                "input": base64.b64encode(buffer.getvalue()).decode(),
+                "input_format": "png",
+                "labels": "cardiomegaly;pleural_effusion",
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def prompt_bundle(modalities: list[str], prompt_sets: dict[str, str] | None = None) -> dict[str, Any]:
@@ -387,9 +542,7 @@ def log_zero_shot_model(
             "logit_scale": float(model.logit_scale.detach()),
         }
         bundle_path.write_text(json.dumps(bundle, indent=2, default=str))
-        example = pd.DataFrame(
-            [{"modality": "text", "input": "FINDINGS: small left pleural effusion.", "labels": ""}]
-        )
+        example = input_example(modalities)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=ZeroShotModel(),

@@ -2,14 +2,18 @@
 
 Runs ``mlflow models serve -m models:/<name>@<ref> --env-manager local -h 127.0.0.1 -p <port>``: the
 registered zero-shot pyfunc answers ``POST /invocations`` with ``{"dataframe_split": {"columns":
-["modality", "input", "labels"], "data": [...]}}``. Loopback only; the current environment is used
-(``--env-manager local``), so nothing is installed or downloaded.
+["modality", "input", "input_format", "labels"], "data": [...]}}``, where ``input`` is the file's
+content (base64 DICOM/PNG/WAV/FLAC, a WFDB record as ``{"header": ..., "files": {...}}`` JSON or a
+base64 zip; see ``pipelines.registry.payloads``). The server never reads a path a client names: it
+loads the model without a ``model_config``, so path input stays off. Loopback only; the current
+environment is used (``--env-manager local``), so nothing is installed or downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,10 +45,46 @@ def serving_env(tracking_uri: str | None) -> dict[str, str]:
 def start_serving(
     name: str, ref: str, port: int, tracking_uri: str | None = None, log_path: Path | None = None
 ) -> subprocess.Popen:
-    """Start the model server as a child process (stop it with ``server.stop_server``)."""
+    """Start the model server as a child process in its own process group: ``mlflow models serve``
+    starts uvicorn and its workers as children, and :func:`stop_serving` stops them all."""
     env = serving_env(tracking_uri)
     out = open(log_path, "wb") if log_path else None  # noqa: SIM115 - lives as long as the server
-    return subprocess.Popen(serve_command(name, ref, port), env=env, stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        serve_command(name, ref, port), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop_serving(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """Stop a server from :func:`start_serving` and every process of its group (SIGTERM, then SIGKILL
+    for whatever is left after ``timeout_s``)."""
+    import time
+
+    group = process.pid  # start_new_session: the group's id is the server's pid
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None and not _group_alive(group):
+                break
+            time.sleep(0.1)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,9 @@ import wfdb
 from encoders import MultimodalModel
 from pipelines.registry.aliases import CHAMPION
 from pipelines.registry.pyfunc import log_zero_shot_model
-from pipelines.registry.serve import serve_command, start_serving
-from pipelines.registry.server import free_port, stop_server
+from pipelines.registry.serve import serve_command, start_serving, stop_serving
+from pipelines.registry.server import free_port
+from tests.pipelines.registry.serving_helpers import b64, wfdb_payload
 from tests.pipelines.train_helpers import tiny_more_config
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -83,19 +84,26 @@ def test_served_champion_answers_a_dicom_and_an_ecg_record(
             except OSError:
                 assert time.monotonic() < deadline, "model server did not start"
                 time.sleep(0.5)
+        dicom, record = _dicom(tmp_path), _ecg_record(tmp_path)
         frame = {
-            "columns": ["modality", "input", "labels"],
+            "columns": ["modality", "input", "input_format", "labels"],
             "data": [
-                ["xray", str(_dicom(tmp_path)), "cardiomegaly;pleural effusion"],
-                ["ecg", str(_ecg_record(tmp_path)), "atrial fibrillation"],
+                ["xray", b64(dicom.read_bytes()), "dicom", "cardiomegaly;pleural effusion"],
+                ["ecg", wfdb_payload(record), "wfdb", "atrial fibrillation"],
+                ["xray", str(dicom), "path", "cardiomegaly"],
+                ["ecg", str(record), "", "atrial fibrillation"],
             ],
         }
         answer = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_split": frame})
     finally:
-        stop_server(server)
+        stop_serving(server)
     assert server.poll() is not None
     rows = answer["predictions"]
-    assert [row["error"] for row in rows] == ["", ""]
+    assert [row["error"] for row in rows[:2]] == ["", ""]
+    # a path names no file on the server: refused without opening it, whatever it names
+    assert rows[2]["error"].startswith("PayloadRefused: path input is off")
+    assert rows[3]["error"].startswith("InvalidPayload:") and str(record) not in rows[3]["error"]
+    rows = rows[:2]
     xray, ecg = (json.loads(row["probabilities"]) for row in rows)
     assert set(xray) == {"cardiomegaly", "pleural effusion"} and set(ecg) == {"atrial fibrillation"}
     assert all(0.0 <= p <= 1.0 for p in [*xray.values(), *ecg.values()])

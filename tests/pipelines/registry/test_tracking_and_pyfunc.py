@@ -73,7 +73,10 @@ def test_training_against_a_real_server_registers_a_version_that_predicts(
     model, loaded_version = load_model_version("tiny-more", "latest", tracking_uri=server)
     assert loaded_version.version == version.version and "text" in model.towers
 
-    pyfunc = mlflow.pyfunc.load_model(f"models:/tiny-more/{version.version}")
+    # an in-process user may allow paths under a root; a served model never does (test_served_content)
+    pyfunc = mlflow.pyfunc.load_model(
+        f"models:/tiny-more/{version.version}", model_config={"path_root": str(tmp_path)}
+    )
     assert pyfunc.metadata.signature is not None
     frame = pd.DataFrame(
         [
@@ -86,7 +89,7 @@ def test_training_against_a_real_server_registers_a_version_that_predicts(
             {"modality": "text", "input": "large right pleural effusion", "labels": "pleural effusion"},
             {"modality": "xray", "input": str(tmp_path / "missing.dcm"), "labels": "cardiomegaly"},
         ]
-    )
+    ).assign(input_format=["path", "path", "", "path"])
     answer = pyfunc.predict(frame)
     assert list(answer["error"][:3]) == ["", "", ""]
     for row in answer.iloc[:3].itertuples():
