@@ -128,7 +128,8 @@ class _SoftmaxTerms(torch.autograd.Function):
         row_lse = queries.new_empty(n_queries)
         row_target = queries.new_zeros(n_queries)
         row_weight = queries.new_ones(n_queries)
-        column_lse_parts = []
+        # Running column log-sum-exp: O(N) memory however many blocks.
+        column_lse = queries.new_full((n_keys if with_columns else 0,), float("-inf"))
         column_target = queries.new_zeros(n_keys)
         column_weight = queries.new_zeros(n_keys) if dense is not None else queries.new_ones(n_keys)
         kept = []
@@ -141,7 +142,7 @@ class _SoftmaxTerms(torch.autograd.Function):
                 part = logits[low:high]
                 row_lse[start + low : start + high] = torch.logsumexp(part, dim=1)
                 if with_columns:
-                    column_lse_parts.append(torch.logsumexp(part, dim=0))
+                    column_lse = torch.logaddexp(column_lse, torch.logsumexp(part, dim=0))
                 if weights is not None:
                     weighted = weights[low:high] * part
                     row_target[start + low : start + high] = weighted.sum(dim=1)
@@ -149,9 +150,6 @@ class _SoftmaxTerms(torch.autograd.Function):
                     if with_columns:
                         column_target += weighted.sum(dim=0)
                         column_weight += weights[low:high].sum(dim=0)
-        column_lse = (
-            torch.logsumexp(torch.stack(column_lse_parts), dim=0) if with_columns else queries.new_zeros(0)
-        )
         row = row_lse - row_target / row_weight
         column = column_lse - column_target / column_weight if with_columns else column_lse
         ctx.save_for_backward(

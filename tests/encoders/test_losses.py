@@ -464,3 +464,28 @@ def test_bf16_autocast_features_give_the_fp32_loss_of_the_same_values():
     torch.testing.assert_close(got, want)
     got.backward()
     assert a16.grad.dtype == torch.bfloat16 and torch.isfinite(a16.grad.float()).all()
+
+
+def _saved_by_the_loss(loss: torch.Tensor) -> list[torch.Tensor]:
+    """Tensors the hand-written loss nodes keep for backward (walking the autograd graph)."""
+    seen, stack, saved = set(), [loss.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if "SoftmaxTerms" in type(node).__name__:
+            saved += list(node.saved_tensors)
+        stack += [next_node for next_node, _ in node.next_functions]
+    return saved
+
+
+@pytest.mark.parametrize("power", [1.0, 8.0])
+def test_chunked_loss_keeps_nothing_of_size_n_by_n_for_backward(power):
+    n, chunk = 96, 8
+    a, b = unit(n, 4, 43).requires_grad_(True), unit(n, 4, 44).requires_grad_(True)
+    reference = torch.randn(n, 5, dtype=torch.float64)
+    chunked = _saved_by_the_loss(cwcl_loss(a, b, LOG_SCALE, reference, chunk_size=chunk, weight_power=power))
+    assert chunked and max(t.numel() for t in chunked) <= n * 5  # vectors and the [N, D] inputs
+    full = _saved_by_the_loss(cwcl_loss(a, b, LOG_SCALE, reference, weight_power=power))
+    assert max(t.numel() for t in full) == n * n  # unchunked keeps the logits instead of recomputing
