@@ -323,9 +323,9 @@ def _collect(modality: str, work: Path, folders: list[Path], max_files: int) -> 
 
 def _time_stage(modality: str, root: Path, out: Path, workers: int) -> _Clock:
     """Time of one complete ``preprocess-<modality>`` run into the empty folder ``out``."""
-    from pipelines import preprocess
+    from pipelines.data.preprocessing import PreprocessConfig, process_modality
 
-    cfg = preprocess.PreprocessConfig(
+    cfg = PreprocessConfig(
         dataset=f"bench-{modality}",
         root=str(root),
         out=str(out / "processed"),
@@ -335,7 +335,7 @@ def _time_stage(modality: str, root: Path, out: Path, workers: int) -> _Clock:
         hash_paths=False,  # the benchmark's own files: plain paths tell which inputs the stage kept
     )
     with _Clock() as clock:
-        getattr(preprocess, f"run_{modality}")(cfg)  # the pool's workers are joined before it returns
+        process_modality(cfg, modality)  # what preprocess-<modality> runs; its workers are joined on return
     return clock
 
 
