@@ -37,7 +37,7 @@ TRAIN_SRC      := $(CORE_SRC) $(DATA_SRC) $(call src_under,encoders/ pipelines/t
 
 .PHONY: help setup demo-data preprocess preprocess-xray preprocess-ecg preprocess-speech preprocess-reports \
         train-morE train-more train-MoRE train-speech evaluate report report-speech continual unlearn promote rollback serve \
-        evidence mlflow-ui mlflow-server test lint format bench bench-preprocess bench-train-step clean clean-data
+        evidence mlflow-ui mlflow-server test lint format bench bench-preprocess bench-train-step bench-serving clean clean-data
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -126,7 +126,7 @@ test: $(SETUP) lint ## lint + the test suite (no tests collected counts as failu
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-bench: bench-preprocess bench-train-step ## all benchmarks (ratios against baselines measured in the same run)
+bench: bench-preprocess bench-train-step bench-serving ## all benchmarks (ratios against baselines measured in the same run)
 
 BENCH_PEERS = $(PY) -c "import open_clip, torchxrayvision, pyloudnorm" 2>/dev/null || $(PY) -m pip install -q -e '.[dev,scale,bench]'
 
@@ -138,13 +138,16 @@ bench-train-step: $(SETUP) ## training step vs open_clip's CLIP at equal sizes (
 	@$(BENCH_PEERS)
 	$(PY) -m pipelines.bench.train_step $(ARGS)
 
+bench-serving: $(SETUP) ## served pyfunc: X-ray DICOM / ECG inputs/s (single, batched); mlflow models serve p50/p99 under 8 clients
+	$(PY) -m pipelines.bench.serving $(ARGS)
+
 clean-data: ## remove generated data, stamps, MLflow store and reports
 	rm -rf data $(STAMPS) mlflow.db mlruns mlartifacts reports checkpoints
 
 clean: clean-data ## also remove the virtual environment
 	rm -rf $(VENV)
 
-serve: $(SETUP) ## serve the champion with `mlflow models serve` on 127.0.0.1 (PORT=5001)
+serve: $(SETUP) ## serve the champion on 127.0.0.1 (PORT=5001); requests carry file content, never server paths
 	$(PY) -m pipelines.registry.serve --port $${PORT:-5001} $(ARGS)
 
 evidence: $(SETUP) ## the pipeline on the real samples in ../shared/data (FSDD, CinC/WFDB ECGs, NIH, DICOMs)
