@@ -42,7 +42,7 @@ TRAIN_SRC      := $(CORE_SRC) $(DATA_SRC) $(call src_under,encoders/ pipelines/t
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-20s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(SETUP) ## create .venv and install pinned dependencies (+ espeak-ng via apt when root)
+setup: $(SETUP) ## create .venv and install pinned dependencies (+ espeak-ng, postgresql, chromium via apt when root)
 
 $(SETUP): pyproject.toml scripts/ensure-espeak.sh
 	@echo ">> creating $(VENV) and installing pinned dependencies (first time: a few minutes)"
@@ -51,6 +51,7 @@ $(SETUP): pyproject.toml scripts/ensure-espeak.sh
 	set -o pipefail; $(PY) -m pip install -q -e '.[dev,scale]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	bash scripts/ensure-espeak.sh
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-chromium.sh
 	touch $@
 
 $(STAMPS):

@@ -11,6 +11,8 @@ Metric names: ``zs_auroc_macro``, ``zs_auroc_macro_ci_low``, ``zs_auroc.<label>`
 task after the first: ``<task>.zs_...``), ``r@1.xray->radiology_report``, ``ece.<label>``.
 The evaluated model version gets the tag ``eval_run_id``, and the fitted classifiers (prompt weights,
 temperatures) travel with it: the served model scores with exactly what this evaluation judged.
+``report`` also writes the registered model's and the version's MLflow descriptions: headline metrics,
+what the model can and cannot detect, and where the report is (file and run artifact).
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ def _headline(cfg: EvaluateConfig, version: Any, metrics: Mapping[str, float]) -
 
 def _report(
     cfg: EvaluateConfig, model: Any, version: Any, run_id: str, evaluation: Mapping[str, Any], baselines: list
-) -> Path:
+) -> tuple[Path, dict[str, Any]]:
     from pipelines.evaluation.explain import explanation_examples
     from pipelines.evaluation.report import evaluation_context, render_report
     from pipelines.evaluation.tasks import task_prompt_texts
@@ -257,7 +259,8 @@ def _report(
     }
     texts = {name: task_prompt_texts(cfg.tasks[name]) for name in evaluation["tasks"]}
     context = evaluation_context(shown, evaluation, texts, cfg.val_split, cards, baselines, explanations)
-    return render_report(context, Path(cfg.report_dir) / f"{cfg.model_name}-v{_number(version)}.html")
+    path = Path(cfg.report_dir) / f"{cfg.model_name}-v{_number(version)}.html"
+    return render_report(context, path), context
 
 
 def _run(cfg: EvaluateConfig, with_report: bool) -> int:
@@ -288,10 +291,24 @@ def _run(cfg: EvaluateConfig, with_report: bool) -> int:
             )  # fmt: skip
         print(_headline(cfg, version, metrics))
         if with_report:
-            path = _report(cfg, model, version, tracker.run_id, evaluation, baselines)
+            path, context = _report(cfg, model, version, tracker.run_id, evaluation, baselines)
             tracker.log_artifact(str(path), "report")
             print(f"report: {path.resolve()}")
+            if getattr(version, "version", None) is not None:
+                _describe(cfg, version, tracker, path, context)
     return 0
+
+
+def _describe(
+    cfg: EvaluateConfig, version: Any, tracker: Any, path: Path, context: Mapping[str, Any]
+) -> None:
+    """The registry's descriptions (MLflow UI): headline metrics, what is detectable, where the report is."""
+    from pipelines.evaluation.report import registry_descriptions
+    from pipelines.registry import describe_model_version
+
+    artifact = f"runs:/{tracker.run_id}/report/{path.name}"
+    model_text, version_text = registry_descriptions(context, path, artifact)
+    describe_model_version(cfg.model_name, str(version.version), model_text, version_text, tracker.client)
 
 
 def _log_test_probabilities(tracker: Any, cfg: EvaluateConfig, evaluation: Mapping[str, Any]) -> None:

@@ -6,13 +6,18 @@ itself, so the evaluate stage, the continual and unlearning stages and the tests
 context without importing each other. Every string that reaches the page goes through
 ``html.escape``. Context keys (all optional except ``model``):
 
+The page opens with a one-screen summary of what the model can and cannot detect (per finding: detectable,
+not reliably detected, not evaluable, with the reason and the AUROC CI; see ``finding_verdict``), and
+every table fits a 1280 px wide window without sideways scrolling.
+
 - ``title``: str
 - ``model``: mapping shown as a table (name, version, run id, alias, created, ...)
 - ``model_card``: ``{"intended_use": str, "limitations": [str], "data_cards": [{"name", "summary"}]}``
 - ``data_summary``: list of row mappings (a table), e.g. split counts per view and label counts
-- ``tasks``: list of ``task_context(...)`` dicts: per-finding table with CIs, macro/micro rows, ROC
-  curves (from ``curves: {label: {"y_true", "y_score"}}``), reliability diagrams (from
-  ``calibration: {label: ReliabilityBins.as_dict()}``)
+- ``tasks``: list of ``task_context(...)`` dicts: per-finding verdicts (the summary), per-finding table
+  with CIs, macro/micro rows, ROC curves (from ``curves: {label: {"y_true", "y_score"}}``), reliability
+  diagrams (from ``calibration: {label: ReliabilityBins.as_dict()}``); optional ``display: {label:
+  words}`` names a finding for a clinician ("atrial fibrillation" for ``AF``)
 - ``retrieval``, ``modality_gap``, ``linear_probe``, ``baselines``, ``prompt_weighting``: lists of row
   mappings (tables)
 - ``embedding_map``: ``{"embeddings": [N, D], "modality": [N], "label": [N]}`` (PCA drawn here)
@@ -53,20 +58,33 @@ DEFAULT_LIMITATIONS = [
     "Performance on the synthetic demo cohort says nothing about performance on patients.",
 ]
 
+# Fits a 1280 px window with no sideways scrolling: tables are at most the column's width, text cells
+# wrap (inside a word only when one word is wider than its cell), a number keeps its CI on a second
+# line, figures shrink to the column, the summary's tasks sit side by side when there is room.
 _CSS = """
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1100px;
-padding:1rem 2rem;color:#1d232a;line-height:1.45}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{border-bottom:2px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
-h3{margin-bottom:.3rem}
-.warning{background:#fff1f0;border:3px solid #c62828;color:#8e0000;padding:.8rem 1rem;font-weight:700;
-font-size:1.1rem;border-radius:6px;margin:1rem 0}
-table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9rem}
-th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f5f7}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:1180px;
+padding:.6rem 1.5rem;color:#1d232a;line-height:1.4}
+h1{font-size:1.5rem;margin:.3rem 0 .1rem}h2{border-bottom:2px solid #d0d7de;padding-bottom:.2rem;margin-top:1.6rem}
+h3{margin:.9rem 0 .3rem}
+.warning{background:#fff1f0;border:3px solid #c62828;color:#8e0000;padding:.5rem .9rem;font-weight:700;
+font-size:1rem;border-radius:6px;margin:.6rem 0}
+table{border-collapse:collapse;margin:.4rem 0 .9rem;font-size:.88rem;max-width:100%}
+th,td{border:1px solid #d0d7de;padding:.2rem .45rem;text-align:left;vertical-align:top;overflow-wrap:break-word}
+th{background:#f3f5f7;overflow-wrap:normal}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap;overflow-wrap:normal}
 tr.avg td{font-weight:600;background:#fafbfc}
-figure{margin:.5rem 0 1rem}figcaption{font-size:.85rem;color:#57606a}
+tr.unreliable td{color:#8c959f;background:#f6f8fa}tr.unreliable td:first-child{color:#57606a}
+figure{margin:.5rem 0 1rem;max-width:100%}figcaption{font-size:.85rem;color:#57606a}
+.figures{display:flex;flex-wrap:wrap;gap:0 1.5rem}.figures figure{flex:0 1 auto}
 img{max-width:100%;height:auto}.muted{color:#57606a;font-size:.9rem}
-nav ul{columns:3;font-size:.9rem}.scroll{overflow-x:auto}small.ci{color:#57606a}
+nav ul{columns:3;font-size:.9rem;margin:.3rem 0}.scroll{max-width:100%;overflow-x:auto}small.ci{color:#57606a}
+#summary h2{margin-top:.6rem}#summary h3{margin:.3rem 0 .1rem}#summary table{width:100%;margin:.2rem 0 .3rem}
+#summary p{margin:.2rem 0}#summary td{padding:.12rem .4rem}#summary h2{margin-bottom:.3rem}small.why{color:#57606a}
+.summary-grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,480px),1fr));gap:0 1.5rem}
+.verdict{font-weight:600;white-space:nowrap}.verdict.detectable{color:#1a7f37}
+.verdict.unreliable{color:#9a6700}.verdict.not-evaluable{color:#57606a}
+p.not-evaluable{color:#57606a;font-size:.9rem}
+@media (max-width:800px){body{padding:.5rem}nav ul{columns:1}}
 """
 
 
@@ -101,14 +119,19 @@ def _is_numeric(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+# Column headers as a reader expects them; metric keys stay the names MLflow logs.
+_HEADERS = {"auroc": "AUROC", "auprc": "AUPRC", "f1": "F1", "ece": "ECE"}
+
+
 def _table(rows: Sequence[Mapping[str, Any]], css_class: str = "") -> str:
-    """A table from row mappings; columns in first-seen order; (low, high) pairs shown as a CI."""
+    """A table from row mappings; columns in first-seen order; (low, high) pairs shown as a CI. A key
+    ``_class`` is not a column but the row's CSS class (``unreliable`` greys the row)."""
     if not rows:
         return '<p class="muted">No data.</p>'
     columns: list[str] = []
     for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+        columns.extend(k for k in row if k not in columns and k != "_class")
+    head = "".join(f"<th>{_e(_HEADERS.get(c, c))}</th>" for c in columns)
     body = []
     for row in rows:
         cells = []
@@ -128,7 +151,8 @@ def _table(rows: Sequence[Mapping[str, Any]], css_class: str = "") -> str:
                 cells.append(f'<td class="num">{_e(v)}</td>')
             else:
                 cells.append(f"<td>{_e('' if v is None else str(v))}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
+        row_class = f' class="{html.escape(str(row["_class"]))}"' if row.get("_class") else ""
+        body.append(f"<tr{row_class}>{''.join(cells)}</tr>")
     cls = f' class="{html.escape(css_class)}"' if css_class else ""
     return (
         f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead>'
@@ -263,6 +287,62 @@ def matrix_figure(matrix: Mapping[str, Any]) -> str:
     return _figure(fig, str(matrix.get("caption", "")), "matrix")
 
 
+# --------------------------------------------------------------------------- what can be detected
+
+DETECTABLE = "detectable"
+NOT_RELIABLE = "not reliably detected"
+NOT_EVALUABLE = "not evaluable"
+CHANCE_AUROC = 0.5
+
+
+def finding_verdict(
+    positive: int, negative: int, auroc: float, ci: Sequence[float] | None
+) -> tuple[str, str]:
+    """``(status, reason)`` of one finding on the test split.
+
+    Detectable only when the AUROC's 95% CI lies above chance (0.5): an estimate whose interval
+    includes or falls below chance does not show that the model ranks a case with the finding above
+    one without it, so that number is shown greyed as "not reliably detected". A finding without
+    positives (or negatives) in the test split has no AUROC at all: "not evaluable"."""
+    if positive == 0 and negative == 0:
+        return NOT_EVALUABLE, "no labelled cases in the test split"
+    if positive == 0:
+        return NOT_EVALUABLE, "no positives in the test split"
+    if negative == 0:
+        return NOT_EVALUABLE, "no negatives in the test split"
+    if auroc is None or math.isnan(float(auroc)):
+        return NOT_EVALUABLE, f"not scored ({positive} positives, {negative} negatives)"
+    low = math.nan if ci is None or len(ci) != 2 or ci[0] is None else float(ci[0])
+    if math.isnan(low):
+        return NOT_RELIABLE, f"no confidence interval from {positive} positives"
+    if low <= CHANCE_AUROC:
+        return NOT_RELIABLE, f"AUROC CI lower bound {fmt(low, 2)} ≤ 0.5 (chance)"
+    return DETECTABLE, f"AUROC CI lower bound {fmt(low, 2)} > 0.5"
+
+
+_STATUS_CLASS = {DETECTABLE: "detectable", NOT_RELIABLE: "unreliable", NOT_EVALUABLE: "not-evaluable"}
+
+
+def _findings(result: ClassificationResult) -> list[dict[str, Any]]:
+    findings = []
+    for label, res in result.per_class.items():
+        status, reason = finding_verdict(
+            res.counts.positive, res.counts.negative, res.metrics["auroc"], res.ci["auroc"]
+        )
+        findings.append(
+            {
+                "finding": label,
+                "status": status,
+                "reason": reason,
+                "auroc": res.metrics["auroc"],
+                "auroc_ci": tuple(res.ci["auroc"]),
+                "positive": res.counts.positive,
+                "negative": res.counts.negative,
+            }
+        )
+    return findings
+
+
 # --------------------------------------------------------------------------- context helpers
 
 
@@ -274,10 +354,12 @@ def task_context(
     ece: Mapping[str, float] | None = None,
     description: str = "",
     multiclass: Mapping[str, Any] | None = None,
+    display: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A ``tasks`` entry from a ``metrics.ClassificationResult`` (the numbers the stage logs).
     ``multiclass``: ``{"classes", "n", "accuracy", "accuracy_ci", "chance", "confusion",
-    "ece_top_label", "ece_top_label_calibrated"}`` for a multi-class task."""
+    "ece_top_label", "ece_top_label_calibrated"}`` for a multi-class task; ``display``: the words a
+    clinician knows a finding by, where they differ from its label."""
     rows = []
     for label, res in result.per_class.items():
         row: dict[str, Any] = {
@@ -299,6 +381,8 @@ def task_context(
         "threshold_method": result.threshold_method,
         "n_resamples": result.n_resamples,
         "rows": rows,
+        "findings": _findings(result),
+        "display": dict(display or {}),
         "macro": {**result.macro, **{f"{s}_ci": result.macro_ci[s] for s in CLASS_STATS}},
         "micro": dict(result.micro),
         "curves": dict(curves or {}),
@@ -336,25 +420,145 @@ def _model_card(ctx: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+_TITLE_WORDS = {"xray": "X-ray", "ecg": "ECG", "cxr": "chest X-ray"}
+
+
+def task_title(name: str) -> str:
+    """``xray_findings`` -> "X-ray findings"."""
+    words = [_TITLE_WORDS.get(w.lower(), w) for w in str(name).replace("_", " ").split()]
+    text = " ".join(words)
+    return text[:1].upper() + text[1:]
+
+
+def finding_name(task: Mapping[str, Any], label: str) -> str:
+    """A finding as a clinician reads it: its display words, with the label when they do not contain
+    it ("atrial fibrillation (AF)", but "pulmonary edema" for ``edema``); underscores become spaces."""
+    words = str(label).replace("_", " ")
+    display = str((task.get("display") or {}).get(label) or words)
+    return display if words.lower() in display.lower() else f"{display} ({label})"
+
+
+def _status_by_label(task: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {str(f["finding"]): f for f in task.get("findings") or []}
+
+
+def _not_evaluable_lines(task: Mapping[str, Any]) -> str:
+    """Findings without an AUROC, one line per reason instead of one row of "n/a" each."""
+    by_reason: dict[str, list[str]] = {}
+    for f in task.get("findings") or []:
+        if f["status"] == NOT_EVALUABLE:
+            by_reason.setdefault(str(f["reason"]), []).append(finding_name(task, str(f["finding"])))
+    lines = []
+    for reason, names in by_reason.items():
+        count = f"{len(names)} finding{'s' if len(names) != 1 else ''}"
+        lines.append(
+            f'<p class="not-evaluable"><span class="verdict not-evaluable">Not evaluable</span> '
+            f"({html.escape(reason)}; {count}): {html.escape(', '.join(names))}.</p>"
+        )
+    return "".join(lines)
+
+
+def _auroc_cell(f: Mapping[str, Any]) -> str:
+    return f'{_e(f["auroc"])} <small class="ci">({_e(fmt_ci(f["auroc_ci"]))})</small>'
+
+
+def _task_headline(task: Mapping[str, Any]) -> str:
+    findings = task.get("findings") or []
+    counts = {s: sum(f["status"] == s for f in findings) for s in (DETECTABLE, NOT_RELIABLE, NOT_EVALUABLE)}
+    noun = "classes" if task.get("multiclass") else "findings"
+    text = (
+        f"<b>{counts[DETECTABLE]} of {len(findings)} {noun} detectable</b>, {counts[NOT_RELIABLE]} not "
+        f"reliably, {counts[NOT_EVALUABLE]} not evaluable."
+    )
+    macro = task.get("macro") or {}
+    scored = counts[DETECTABLE] + counts[NOT_RELIABLE]
+    if scored and not math.isnan(float(macro.get("auroc", math.nan))):
+        ci = macro.get("auroc_ci")
+        text += f" Macro AUROC over the {scored} scored: {_e(macro['auroc'])} (95% CI {_e(fmt_ci(ci))})"
+        if ci is not None and not math.isnan(float(ci[0])) and float(ci[0]) <= CHANCE_AUROC:
+            text += ", an interval that includes chance"
+        text += "."
+    mc = task.get("multiclass")
+    if mc and mc.get("n"):
+        text += (
+            f" Top-1 accuracy {_e(mc['accuracy'])} (95% CI {_e(fmt_ci(mc['accuracy_ci']))}) over "
+            f"{_e(mc['n'])} test samples; chance {_e(mc['chance'])}."
+        )
+    return f"<p>{text}</p>"
+
+
+def _summary(tasks: Sequence[Mapping[str, Any]]) -> str:
+    """What the model can and cannot detect, per task and finding: the first screen of the report.
+    Tasks sit side by side where the window allows, so that a demo-sized report fits one screen."""
+    cards = []
+    for task in tasks:
+        findings = task.get("findings") or []
+        if not findings:
+            continue
+        parts = [f"<h3>{html.escape(task_title(str(task.get('name', 'task'))))}</h3>", _task_headline(task)]
+        scored = [f for f in findings if f["status"] == DETECTABLE]
+        scored += [f for f in findings if f["status"] == NOT_RELIABLE]
+        if scored:
+            rows = []
+            for f in scored:
+                css = _STATUS_CLASS[f["status"]]
+                reason = html.escape(str(f["reason"]))
+                why = f'<br><small class="why">{reason}</small>' if f["status"] != DETECTABLE else ""
+                rows.append(
+                    f'<tr class="{css}" title="{reason}">'
+                    f"<td>{html.escape(finding_name(task, str(f['finding'])))}</td>"
+                    f'<td><span class="verdict {css}">{html.escape(f["status"])}</span>{why}</td>'
+                    f'<td class="num">{_auroc_cell(f)}</td>'
+                    f'<td class="num">{_e(f["positive"])} / {_e(f["negative"])}</td></tr>'
+                )
+            parts.append(
+                '<table class="summary"><thead><tr><th>finding</th><th>verdict</th>'
+                "<th>AUROC (95% CI)</th><th>test pos / neg</th></tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table>"
+            )
+        parts.append(_not_evaluable_lines(task))
+        cards.append(f'<div class="task-summary">{"".join(parts)}</div>')
+    legend = (
+        '<p class="muted legend">Zero-shot, on the test split. <b>Detectable</b>: the 95% CI of the AUROC '
+        "lies above 0.5 (chance). <b>Not reliably detected</b>: the CI includes or falls below 0.5; its "
+        "AUROC is greyed and is no evidence of performance. <b>Not evaluable</b>: the test split lacks "
+        "positives (or negatives), so there is no AUROC. Detectable here is not validated for clinical use.</p>"
+    )
+    return f'<div class="summary-grid">{"".join(cards)}</div>{legend}'
+
+
 def _task_block(task: Mapping[str, Any]) -> str:
     name = str(task.get("name", "task"))
-    parts = [f"<h3>{html.escape(name)}</h3>"]
+    parts = [f"<h3>{html.escape(task_title(name))}</h3>"]
     if task.get("description"):
         parts.append(f"<p>{html.escape(str(task['description']))}</p>")
     parts.append(
         f'<p class="muted">Each cell: estimate, and below it the 95% CI. Threshold chosen on the validation split by {html.escape(str(task.get("threshold_method", "")))}; '
-        f"95% CIs from {html.escape(fmt(task.get('n_resamples')))} bootstrap resamples of the test split.</p>"
+        f"95% CIs from {html.escape(fmt(task.get('n_resamples')))} bootstrap resamples of the test split. "
+        "Greyed rows: not reliably detected (AUROC CI includes chance); findings without positives are "
+        "listed below the table.</p>"
     )
-    rows = [dict(r) for r in task.get("rows", [])]
+    status = _status_by_label(task)
+    rows = []
+    for r in task.get("rows", []):
+        label = str(r.get("finding", ""))
+        verdict = status.get(label, {}).get("status")
+        if verdict == NOT_EVALUABLE:
+            continue
+        row = {**r, "finding": finding_name(task, label)}
+        if verdict == NOT_RELIABLE:
+            row["_class"] = "unreliable"
+        rows.append(row)
     for kind in ("macro", "micro"):
         avg = task.get(kind) or {}
         if avg:
-            row: dict[str, Any] = {"finding": f"{kind} average"}
+            row = {"finding": f"{kind} average", "_class": "avg"}
             for stat in CLASS_STATS:
                 ci = avg.get(f"{stat}_ci")
                 row[stat] = {"value": avg.get(stat, math.nan), "ci": tuple(ci) if ci is not None else None}
             rows.append(row)
     parts.append(_table(rows, "per-class"))
+    parts.append(_not_evaluable_lines(task))
     mc = task.get("multiclass")
     if mc:
         parts.append(
@@ -385,11 +589,16 @@ def _task_block(task: Mapping[str, Any]) -> str:
                 }
             )
         )
-    if task.get("curves"):
-        figures.append(roc_figure(task["curves"], name))
-    if task.get("calibration"):
-        figures.append(calibration_figure(task["calibration"], name))
-    parts.extend(figures)
+    # Curves only of findings with an AUROC: a legend of empty entries says nothing.
+    scored = {label for label, f in status.items() if f["status"] != NOT_EVALUABLE} if status else None
+    curves = {k: v for k, v in (task.get("curves") or {}).items() if scored is None or k in scored}
+    bins = {k: v for k, v in (task.get("calibration") or {}).items() if scored is None or k in scored}
+    if curves:
+        figures.append(roc_figure(curves, task_title(name)))
+    if bins:
+        figures.append(calibration_figure(bins, task_title(name)))
+    if figures:
+        parts.append(f'<div class="figures">{"".join(figures)}</div>')
     return "".join(parts)
 
 
@@ -527,7 +736,11 @@ def render_report(context: Mapping[str, Any], path: str | Path) -> Path:
         context.get("title") or f"Zero-shot report: {model.get('name', 'model')} v{model.get('version', '?')}"
     )
     sections = list(_sections(context))
-    nav = "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t, _ in sections)
+    tasks = context.get("tasks") or []
+    first = []
+    if any(task.get("findings") for task in tasks):
+        first = [_section("summary", "What this model can and cannot detect", _summary(tasks))]
+    nav = "".join(f'<li><a href="#{a}">{html.escape(t)}</a></li>' for a, t, _ in first + sections)
     generated = context.get("generated") or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -536,6 +749,7 @@ def render_report(context: Mapping[str, Any], path: str | Path) -> Path:
         f"<header><h1>{html.escape(title)}</h1>"
         f'<p class="muted">Generated {html.escape(str(generated))}. Self-contained: no scripts, no external resources.</p>'
         f'<div class="warning" role="alert">{html.escape(NOT_FOR_CLINICAL_USE)}</div></header>'
+        f"{''.join(body for _, _, body in first)}"
         f"<nav><ul>{nav}</ul></nav>{''.join(body for _, _, body in sections)}</body></html>"
     )
     path = Path(path)
@@ -580,6 +794,15 @@ def _multiclass_context(mc: Any) -> dict[str, Any] | None:
     }
 
 
+def display_names(labels: Iterable[str]) -> dict[str, str]:
+    """The label vocabulary's display words of those ``labels`` it knows (``AF`` -> "atrial
+    fibrillation"); labels outside it (spoken intents) keep their own name."""
+    from pipelines.data.reports import load_vocabulary
+
+    vocabulary = load_vocabulary()
+    return {str(label): vocabulary.get(label).display for label in labels if label in vocabulary}
+
+
 def evaluation_context(
     model: Mapping[str, Any],
     evaluation: Mapping[str, Any],
@@ -616,6 +839,7 @@ def evaluation_context(
             tr.ece,
             _temperature_text(tr, val_split),
             multiclass=_multiclass_context(tr.multiclass),
+            display=display_names(tr.result.per_class),
         )
         for name, tr in evaluation["tasks"].items()
     ]
@@ -637,3 +861,72 @@ def evaluation_context(
         "explanations": dict(explanations or {}),
         "prompts": {name: prompt_texts[name] for name in evaluation["tasks"]},
     }
+
+
+# --------------------------------------------------------------------------- registry descriptions
+
+
+def _task_line(task: Mapping[str, Any]) -> str:
+    """One Markdown bullet: a task's headline figure and what it can and cannot detect."""
+    findings = task.get("findings") or []
+    parts = [f"- **{task_title(str(task.get('name', 'task')))}**:"]
+    mc = task.get("multiclass")
+    if mc and mc.get("n"):
+        parts.append(
+            f"top-1 accuracy {fmt(mc['accuracy'])} (95% CI {fmt_ci(mc['accuracy_ci'])}), chance "
+            f"{fmt(mc['chance'])};"
+        )
+    macro = task.get("macro") or {}
+    if not math.isnan(float(macro.get("auroc", math.nan))):
+        parts.append(f"macro AUROC {fmt(macro['auroc'])} (95% CI {fmt_ci(macro.get('auroc_ci'))}).")
+    detectable = [f for f in findings if f["status"] == DETECTABLE]
+    if detectable:
+        parts.append(
+            "Detectable: "
+            + ", ".join(f"{finding_name(task, f['finding'])} {fmt(f['auroc'], 2)}" for f in detectable)
+            + "."
+        )
+    unreliable = [f for f in findings if f["status"] == NOT_RELIABLE]
+    if unreliable:
+        parts.append(
+            "Not reliably detected: "
+            + ", ".join(f"{finding_name(task, f['finding'])} ({f['reason']})" for f in unreliable)
+            + "."
+        )
+    by_reason: dict[str, int] = {}
+    for f in findings:
+        if f["status"] == NOT_EVALUABLE:
+            by_reason[str(f["reason"])] = by_reason.get(str(f["reason"]), 0) + 1
+    parts.extend(f"Not evaluable ({reason}): {n}." for reason, n in by_reason.items())
+    return " ".join(parts)
+
+
+def registry_descriptions(
+    context: Mapping[str, Any], report_path: str | Path, artifact_uri: str | None = None
+) -> tuple[str, str]:
+    """``(registered model description, model version description)`` in Markdown (the MLflow UI
+    renders it): per task the headline metrics and the detectable findings, and where the report is.
+    The registered model's text names the version it describes (the one reported last)."""
+    model = context.get("model") or {}
+    name, version = model.get("name", "model"), model.get("version", "?")
+    lines = [_task_line(task) for task in context.get("tasks") or []]
+    where = f"Report: `{report_path}`" + (f", run artifact `{artifact_uri}`" if artifact_uri else "") + "."
+    evaluated = (
+        f"Zero-shot evaluation of version {version} on `{model.get('data', '?')}` "
+        f"({model.get('split', 'test')} split), run `{model.get('evaluation run', '?')}`."
+    )
+    caveat = NOT_FOR_CLINICAL_USE.split(". ")[0] + ": a research artefact."
+    version_text = "\n".join([evaluated, "", *lines, "", where, "", caveat])
+    model_text = "\n".join(
+        [
+            f"Clinical encoders in one embedding space; `{name}` scores findings zero-shot from text "
+            f"prompts. Last report: version {version}. Each version's description holds its own evaluation.",
+            "",
+            *lines,
+            "",
+            where,
+            "",
+            caveat,
+        ]
+    )
+    return model_text, version_text

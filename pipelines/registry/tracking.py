@@ -149,3 +149,23 @@ def stage_run(
         tracker.set_tags(all_tags)
         print(f"MLflow: {uri}, experiment {experiment!r}, run {run.info.run_id}")
         yield tracker
+
+
+# MLflow's SQL registry stores a description in a VARCHAR(5000) (enforced by PostgreSQL, not SQLite).
+_DESCRIPTION_MAX_CHARS = 5000
+
+
+def describe_model_version(
+    name: str, version: str, model_text: str, version_text: str, client: Any | None = None
+) -> None:
+    """Set the registered model's and one version's descriptions (shown in the MLflow UI), each cut
+    to what the registry stores."""
+    import mlflow
+
+    client = client or mlflow.MlflowClient()
+
+    def cut(text: str) -> str:
+        return text if len(text) <= _DESCRIPTION_MAX_CHARS else text[: _DESCRIPTION_MAX_CHARS - 1] + "…"
+
+    client.update_registered_model(name, description=cut(model_text))
+    client.update_model_version(name, str(version), description=cut(version_text))

@@ -238,3 +238,6 @@ def test_report_of_a_registered_speech_model_shows_the_logged_intent_accuracy(tm
     assert "top-1 accuracy" in html and "confusion matrix" in html
     assert fmt(metrics["zs_accuracy"]) in html
     assert f"chance (1 of {len(FINDINGS)} classes)" in html
+    # the registry describes the version and the model by this evaluation, pointing at the report
+    assert f"top-1 accuracy {fmt(metrics['zs_accuracy'])}" in version.description
+    assert "tiny-speech-v1.html" in client.get_registered_model("tiny-speech").description

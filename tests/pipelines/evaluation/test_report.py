@@ -1,7 +1,10 @@
-"""Specification of the self-contained HTML report: content, escaping, and a real headless browser."""
+"""Specification of the self-contained HTML report: content, escaping, and a real headless browser
+(no console errors; at 1280 px no sideways scrolling and the summary on the first screen)."""
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -163,6 +166,12 @@ def test_report_escapes_every_text(rendered):
     assert "no &lt;effusion&gt;" in page
 
 
+_NO_CHROMIUM = (
+    "chromium is not installed and cannot be installed here (not root or no apt-get); "
+    "`make setup` as root installs it (scripts/ensure-chromium.sh), or apt-get install chromium"
+)
+
+
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser"):
         found = shutil.which(name)
@@ -183,7 +192,7 @@ def _chromium() -> str | None:
 def test_headless_chromium_renders_the_report_without_console_errors(rendered, tmp_path):
     browser = _chromium()
     if browser is None:
-        pytest.skip("chromium is not installed and cannot be installed (not root or no apt-get)")
+        pytest.skip(_NO_CHROMIUM)
     path, _, _ = rendered
     shot = tmp_path / "report.png"
     cmd = [
@@ -212,3 +221,79 @@ def test_headless_chromium_renders_the_report_without_console_errors(rendered, t
     ]
     assert console_errors == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# Injected into a copy of the report (the report itself has no scripts): after load, measure what a
+# reader at 1280 px would scroll sideways for, and where the summary sits; the result goes into the
+# DOM that --dump-dom prints.
+_LAYOUT_PROBE = """<script>
+addEventListener("load", () => {
+  const doc = document.documentElement, width = doc.clientWidth, wide = [];
+  for (const el of document.body.querySelectorAll("*")) {
+    const box = el.getBoundingClientRect();
+    const scrolls = getComputedStyle(el).overflowX !== "visible" && el.scrollWidth > el.clientWidth + 1;
+    if (box.right > width + 1 || scrolls) wide.push(el.tagName + ": " + el.textContent.slice(0, 80));
+  }
+  const top = (selector) => { const el = document.querySelector(selector); return el ? el.getBoundingClientRect() : null; };
+  const out = document.createElement("pre");
+  out.id = "layout-probe";
+  out.textContent = JSON.stringify({
+    scrollWidth: doc.scrollWidth, clientWidth: width, wide: wide,
+    summary: top("#summary"), firstVerdicts: top("#summary table"), modelCard: top("#model-card"),
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _browser_flags(profile: Path) -> list[str]:
+    return [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,800",
+    ]
+
+
+@pytest.mark.browser
+def test_report_fits_1280px_without_sideways_scrolling_and_opens_on_the_summary(tmp_path):
+    """A report shaped like the demo's (20 X-ray findings, 14 without positives, ECG codes, long run id)
+    in headless Chromium at 1280 x 800: nothing is wider than the window or scrolls inside a box, and the
+    summary with its first table of verdicts lies within the first screen. The screenshot of that
+    screen is kept in the test's tmp folder for a human to look at."""
+    from tests.pipelines.evaluation.report_fixture import demo_like_context
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip(_NO_CHROMIUM)
+    report = render_report(demo_like_context(), tmp_path / "morE-cxr-ecg-report-v3.html")
+    probed = tmp_path / "probed.html"
+    probed.write_text(report.read_text(encoding="utf-8").replace("</body>", _LAYOUT_PROBE + "</body>"))
+    cmd = [*_browser_flags(tmp_path / "profile"), "--virtual-time-budget=10000", "--dump-dom"]
+    proc = subprocess.run(
+        [browser, *cmd, probed.resolve().as_uri()], capture_output=True, text=True, timeout=120, check=False
+    )
+    found = re.search(r'<pre id="layout-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert found, proc.stderr[-2000:]
+    layout = json.loads(html.unescape(found.group(1)))
+    assert layout["clientWidth"] <= 1280
+    assert layout["scrollWidth"] <= layout["clientWidth"], layout
+    assert layout["wide"] == []
+    assert 0 <= layout["summary"]["top"] < layout["modelCard"]["top"]
+    assert layout["summary"]["top"] < 800 and layout["firstVerdicts"]["bottom"] <= 800, layout
+
+    shot = tmp_path / "report-1280x800.png"
+    subprocess.run(
+        [browser, *_browser_flags(tmp_path / "profile"), f"--screenshot={shot}", report.resolve().as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1280, 800)
