@@ -134,6 +134,7 @@ BENCH_PEERS = $(PY) -c "import open_clip, torchxrayvision, pyloudnorm" 2>/dev/nu
 bench-preprocess: $(SETUP) ## preprocessing files/s vs decode + its required processing (1 core), and torchxrayvision
 	@$(BENCH_PEERS)
 	$(PY) -m pipelines.bench.preprocess $(ARGS)
+	$(PY) -m pipelines.bench.ray_executor modality=speech workers=2
 
 bench-train-step: $(SETUP) ## training step vs open_clip's CLIP at equal sizes (fp32, bf16), GFLOP/s vs GEMM; losses vs ClipLoss
 	@$(BENCH_PEERS)

@@ -1,8 +1,7 @@
 """Preprocessing files/s with the local process pool and with Ray tasks, and Ray's cost per file.
 
-On one set of files (as ``make bench-preprocess`` collects them: the demo cohort if generated, the real
-samples in ../shared/data when present, generated WAVs for speech otherwise) it times complete runs of
-one modality into empty folders:
+On one set of files (the demo cohort if generated, then the real samples in ../shared/data) it times
+complete runs of one modality into empty folders:
 
 - ``local``: the process pool with ``workers`` processes (the default executor),
 - ``ray``: the same per-file function as Ray tasks on a local Ray instance with ``workers`` CPUs,
@@ -24,9 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.bench.preprocess import _Clock, _collect
 from pipelines.config import parse_overrides
 from pipelines.data import registry
+
+SHARED = Path(os.environ.get("SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+SHARED_FOLDERS = {
+    "xray": ["dicom_samples"],
+    "ecg": ["cinc2021_sample_ecg", "wfdb_python_sample_ecg"],
+    "speech": ["fsdd/recordings"],
+}
 
 
 @dataclasses.dataclass
@@ -45,7 +50,31 @@ class RayBenchConfig:
             raise ValueError("workers, max_files, chunksize and passes must be at least 1")
 
 
-def _time_run(cfg: RayBenchConfig, root: Path, out: Path, executor: str) -> _Clock:
+def _collect(cfg: RayBenchConfig, work: Path) -> int:
+    """Link up to ``max_files`` inputs of the modality (demo cohort, then ../shared/data) under
+    ``work/<modality>/``, a deterministic subset; returns how many."""
+    spec = registry.get(cfg.modality)
+    folders = [Path(cfg.root) / cfg.modality] + [SHARED / name for name in SHARED_FOLDERS[cfg.modality]]
+    staging = work.parent / "all"
+    for index, folder in enumerate(folders):
+        if folder.is_dir():
+            link = staging / cfg.modality / f"{index}-{folder.name}"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(folder.resolve(), target_is_directory=True)
+    items = spec.list_items(staging) if staging.is_dir() else []
+    if not items:
+        raise SystemExit(f"no {cfg.modality} files: run `make demo-data` or provide ../shared/data")
+    kept = items[:: max(1, len(items) // cfg.max_files)][: cfg.max_files]
+    for item in kept:
+        for member in item.members:
+            dest = work / member.relative_to(staging)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not dest.exists():
+                dest.symlink_to(member.resolve())
+    return len(spec.list_items(work))
+
+
+def _time_run(cfg: RayBenchConfig, root: Path, out: Path, executor: str) -> float:
     from pipelines.data.preprocessing import PreprocessConfig, process_modality
 
     stage = PreprocessConfig(
@@ -58,9 +87,9 @@ def _time_run(cfg: RayBenchConfig, root: Path, out: Path, executor: str) -> _Clo
         executor=executor,
         progress=False,
     )
-    with _Clock() as clock:
-        process_modality(stage, cfg.modality)
-    return clock
+    start = time.perf_counter()
+    process_modality(stage, cfg.modality)
+    return time.perf_counter() - start
 
 
 def bench(cfg: RayBenchConfig) -> dict[str, float]:
@@ -68,8 +97,8 @@ def bench(cfg: RayBenchConfig) -> dict[str, float]:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
-        root = _collect(cfg.modality, Path(tmp) / "raw", Path(cfg.root), cfg.max_files)
-        files = len(registry.get(cfg.modality).list_items(root))
+        root = Path(tmp) / "raw"
+        files = _collect(cfg, root)
         local = [_time_run(cfg, root, Path(tmp) / f"local{i}", "local") for i in range(cfg.passes)]
         start = time.perf_counter()
         ray.init(num_cpus=cfg.workers, include_dashboard=False, object_store_memory=200 * 2**20,
@@ -79,8 +108,7 @@ def bench(cfg: RayBenchConfig) -> dict[str, float]:
             remote = [_time_run(cfg, root, Path(tmp) / f"ray{i}", "ray") for i in range(cfg.passes)]
         finally:
             ray.shutdown()
-    local_s = min(c.wall_s for c in local)
-    ray_s = min(c.wall_s for c in remote)
+    local_s, ray_s = min(local), min(remote)
     return {
         "files": files,
         "local_files_per_s": files / local_s,
