@@ -19,8 +19,9 @@ readers' header checks bound the decoded size (``XrayConfig.max_pixels``, ``EcgC
 are written to a private temporary folder (mode 0700) under fixed names and deleted after the read.
 
 Path input is off unless the loading process passes ``model_config={"path_root": "/data"}`` to
-``mlflow.pyfunc.load_model``; ``mlflow models serve`` passes no model config, so a served model never
-opens a path a client names. A refused path gets the same answer whether or not it exists.
+``mlflow.pyfunc.load_model``. The model is logged with ``path_root`` None and ``make serve`` drops
+``path_root`` from MLflow's ``MLFLOW_PYFUNC_INFERENCE_CONFIG``, so a served model never opens a path a
+client names. A refused path gets the same answer whether or not it exists.
 
 Bounds are per row (the encoded size of ``input``, the labels) and per request (rows); a row beyond a
 bound gets an error naming the bound, and the other rows are still answered.

@@ -528,6 +528,8 @@ def log_zero_shot_model(
     extra_prompts: dict[str, dict[str, Any]] | None = None,
 ) -> Any:
     """Log ``model`` as a pyfunc under the active run and register a new version; returns the ModelVersion."""
+    from pipelines.registry.payloads import ServingLimits
+
     prompts = prompt_bundle(modalities, prompt_sets)
     prompts.update(extra_prompts or {})
     with tempfile.TemporaryDirectory() as tmp:
@@ -550,6 +552,9 @@ def log_zero_shot_model(
             code_paths=[str(PACKAGE_ROOT / "pipelines"), str(PACKAGE_ROOT / "encoders")],
             signature=_signature(),
             input_example=example,
+            # Logged so that load_model(..., model_config={...}) may override these keys (MLflow ignores
+            # keys a model was not logged with); path_root stays None for every server.
+            model_config=dataclasses.asdict(ServingLimits()),
             registered_model_name=registered_name,
             pip_requirements=_requirements(),
         )

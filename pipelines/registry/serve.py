@@ -5,13 +5,15 @@ registered zero-shot pyfunc answers ``POST /invocations`` with ``{"dataframe_spl
 ["modality", "input", "input_format", "labels"], "data": [...]}}``, where ``input`` is the file's
 content (base64 DICOM/PNG/WAV/FLAC, a WFDB record as ``{"header": ..., "files": {...}}`` JSON or a
 base64 zip; see ``pipelines.registry.payloads``). The server never reads a path a client names: it
-loads the model without a ``model_config``, so path input stays off. Loopback only; the current
+loads the model with its logged ``model_config`` (``path_root`` None), so path input stays off;
+``MLFLOW_PYFUNC_INFERENCE_CONFIG='{"max_rows": 16}'`` tunes the limits, its ``path_root`` is dropped. Loopback only; the current
 environment is used (``--env-manager local``), so nothing is installed or downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +24,7 @@ from pipelines.config import parse_overrides
 from pipelines.registry.tracking import resolve_tracking_uri
 
 DEFAULT_MODEL = "morE-cxr-ecg-report"
+INFERENCE_CONFIG_ENV = "MLFLOW_PYFUNC_INFERENCE_CONFIG"
 
 
 def serve_command(name: str, ref: str, port: int, host: str = "127.0.0.1") -> list[str]:
@@ -38,8 +41,20 @@ def serving_env(tracking_uri: str | None) -> dict[str, str]:
     may not be activated (``make serve`` calls ``.venv/bin/python`` directly)."""
     bin_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
-    return {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri(tracking_uri),
-            "PATH": f"{bin_dir}{os.pathsep}{path}" if path else bin_dir}  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri(tracking_uri),
+           "PATH": f"{bin_dir}{os.pathsep}{path}" if path else bin_dir}  # fmt: skip
+    # An operator may tune the serving limits with MLflow's MLFLOW_PYFUNC_INFERENCE_CONFIG (JSON), but
+    # never open path input on a server: path_root is dropped from it.
+    if INFERENCE_CONFIG_ENV in env:
+        try:
+            overrides = json.loads(env[INFERENCE_CONFIG_ENV])
+        except ValueError:
+            overrides = {}
+        overrides = (
+            {k: v for k, v in overrides.items() if k != "path_root"} if isinstance(overrides, dict) else {}
+        )
+        env[INFERENCE_CONFIG_ENV] = json.dumps(overrides)
+    return env
 
 
 def start_serving(

@@ -17,7 +17,7 @@ import wfdb
 from encoders import MultimodalModel
 from pipelines.registry.aliases import CHAMPION
 from pipelines.registry.pyfunc import log_zero_shot_model
-from pipelines.registry.serve import serve_command, start_serving, stop_serving
+from pipelines.registry.serve import serve_command, serving_env, start_serving, stop_serving
 from pipelines.registry.server import free_port
 from tests.pipelines.registry.serving_helpers import b64, wfdb_payload
 from tests.pipelines.train_helpers import tiny_more_config
@@ -48,6 +48,12 @@ def test_serve_command_targets_the_champion_alias_on_loopback() -> None:
     assert command[1:5] == ["models", "serve", "-m", "models:/m@champion"]
     assert command[command.index("-h") + 1] == "127.0.0.1" and "--env-manager" in command
     assert "models:/m/3" in serve_command("m", "3", 5005)
+
+
+def test_serving_environment_never_opens_path_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_PYFUNC_INFERENCE_CONFIG", json.dumps({"path_root": "/", "max_rows": 8}))
+    env = serving_env("sqlite:///x.db")
+    assert json.loads(env["MLFLOW_PYFUNC_INFERENCE_CONFIG"]) == {"max_rows": 8}
 
 
 def _post(url: str, payload: dict, timeout_s: float = 60.0) -> dict:

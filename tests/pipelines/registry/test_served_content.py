@@ -346,3 +346,43 @@ def test_label_sets_kept_are_bounded(folder: Path) -> None:
     for labels in ("cardiomegaly", "pneumothorax", "edema", "cardiomegaly"):
         _predict(model, [{"modality": "text", "input": "heart is enlarged", "labels": labels}])
     assert [key[2] for key in model.default_classifiers] == [("edema",), ("cardiomegaly",)]
+
+
+@pytest.mark.slow
+def test_logged_signature_and_example_describe_content_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signature names the request columns; the example sends an X-ray as content and is answered
+    through the serving path (``validate_serving_input``); ``model_config`` reaches ``load_context``."""
+    import mlflow
+    from mlflow.models import Model, convert_input_example_to_serving_input, validate_serving_input
+
+    from encoders import MultimodalModel
+    from pipelines.registry.pyfunc import log_zero_shot_model
+    from tests.pipelines.registry.serving_helpers import tiny_config
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("signature")
+    with mlflow.start_run():
+        version = log_zero_shot_model(MultimodalModel(tiny_config()).eval(), "tiny-sig", ["xray", "ecg"], {})
+    uri = f"models:/tiny-sig/{version.version}"
+    local = Path(mlflow.artifacts.download_artifacts(uri))
+    logged = Model.load(str(local))
+    inputs = {spec.name: spec for spec in logged.signature.inputs.inputs}
+    assert set(inputs) == {"modality", "input", "labels", "input_format"}
+    assert inputs["input"].required and not inputs["input_format"].required and not inputs["labels"].required
+    example = logged.load_input_example(str(local))
+    assert list(example["modality"]) == ["text", "xray"] and list(example["input_format"]) == ["", "png"]
+
+    answer = pd.DataFrame(validate_serving_input(uri, convert_input_example_to_serving_input(example)))
+    assert (answer["error"] == "").all(), answer["error"].tolist()
+    assert set(json.loads(answer["probabilities"][1])) == {"cardiomegaly", "pleural_effusion"}
+
+    cxr = tmp_path / "cxr.dcm"
+    cxr.write_bytes(dicom_bytes(seed=30))
+    row = pd.DataFrame([{"modality": "xray", "input": str(cxr), "input_format": "path", "labels": "edema"}])
+    served = mlflow.pyfunc.load_model(uri)
+    allowed = mlflow.pyfunc.load_model(uri, model_config={"path_root": str(tmp_path)})
+    assert served.predict(row)["error"][0].startswith("PayloadRefused: path input is off")
+    assert allowed.predict(row)["error"][0] == ""
