@@ -83,7 +83,7 @@ nav ul{columns:3;font-size:.9rem;margin:.3rem 0}.scroll{max-width:100%;overflow-
 .summary-grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,480px),1fr));gap:0 1.5rem}
 .verdict{font-weight:600;white-space:nowrap}.verdict.detectable{color:#1a7f37}
 .verdict.unreliable{color:#9a6700}.verdict.not-evaluable{color:#57606a}
-p.not-evaluable{color:#57606a;font-size:.9rem}
+p.not-evaluable{color:#57606a;font-size:.9rem}.unreliable-figure{color:#8c959f}
 @media (max-width:800px){body{padding:.5rem}nav ul{columns:1}}
 """
 
@@ -462,6 +462,22 @@ def _auroc_cell(f: Mapping[str, Any]) -> str:
     return f'{_e(f["auroc"])} <small class="ci">({_e(fmt_ci(f["auroc_ci"]))})</small>'
 
 
+def chance_note(ci: Sequence[float] | None, chance: float) -> str:
+    """``""`` when a 95% CI lies above ``chance``, else the words that say it does not."""
+    low = math.nan if ci is None or len(ci) != 2 else float(ci[0])
+    if math.isnan(low) or low > chance:
+        return ""
+    where = "lies at or below" if float(ci[1]) <= chance else "includes"
+    return f", an interval that {where} chance ({fmt(chance)})"
+
+
+def _against_chance(label: str, value: float, ci: Sequence[float] | None, chance: float) -> str:
+    """``label value (95% CI)``; greyed, and saying so, when the interval does not clear chance."""
+    text = f"{label} {_e(value)} (95% CI {_e(fmt_ci(ci))})"
+    note = chance_note(ci, chance)
+    return f'<span class="unreliable-figure">{text}{_e(note)}</span>' if note else text
+
+
 def _task_headline(task: Mapping[str, Any]) -> str:
     findings = task.get("findings") or []
     counts = {s: sum(f["status"] == s for f in findings) for s in (DETECTABLE, NOT_RELIABLE, NOT_EVALUABLE)}
@@ -473,17 +489,12 @@ def _task_headline(task: Mapping[str, Any]) -> str:
     macro = task.get("macro") or {}
     scored = counts[DETECTABLE] + counts[NOT_RELIABLE]
     if scored and not math.isnan(float(macro.get("auroc", math.nan))):
-        ci = macro.get("auroc_ci")
-        text += f" Macro AUROC over the {scored} scored: {_e(macro['auroc'])} (95% CI {_e(fmt_ci(ci))})"
-        if ci is not None and not math.isnan(float(ci[0])) and float(ci[0]) <= CHANCE_AUROC:
-            text += ", an interval that includes chance"
-        text += "."
+        figure = _against_chance("macro AUROC", macro["auroc"], macro.get("auroc_ci"), CHANCE_AUROC)
+        text += f" Over the {scored} scored, {figure}."
     mc = task.get("multiclass")
     if mc and mc.get("n"):
-        text += (
-            f" Top-1 accuracy {_e(mc['accuracy'])} (95% CI {_e(fmt_ci(mc['accuracy_ci']))}) over "
-            f"{_e(mc['n'])} test samples; chance {_e(mc['chance'])}."
-        )
+        figure = _against_chance("top-1 accuracy", mc["accuracy"], mc["accuracy_ci"], float(mc["chance"]))
+        text += f" On {_e(mc['n'])} test samples, {figure}."
     return f"<p>{text}</p>"
 
 
@@ -512,7 +523,8 @@ def _summary(tasks: Sequence[Mapping[str, Any]]) -> str:
                     f'<td class="num">{_e(f["positive"])} / {_e(f["negative"])}</td></tr>'
                 )
             parts.append(
-                '<table class="summary"><thead><tr><th>finding</th><th>verdict</th>'
+                f'<table class="summary"><thead><tr><th>{"class" if task.get("multiclass") else "finding"}</th>'
+                "<th>verdict</th>"
                 "<th>AUROC (95% CI)</th><th>test pos / neg</th></tr></thead>"
                 f"<tbody>{''.join(rows)}</tbody></table>"
             )
@@ -872,13 +884,14 @@ def _task_line(task: Mapping[str, Any]) -> str:
     parts = [f"- **{task_title(str(task.get('name', 'task')))}**:"]
     mc = task.get("multiclass")
     if mc and mc.get("n"):
-        parts.append(
-            f"top-1 accuracy {fmt(mc['accuracy'])} (95% CI {fmt_ci(mc['accuracy_ci'])}), chance "
-            f"{fmt(mc['chance'])};"
-        )
+        note = chance_note(mc["accuracy_ci"], float(mc["chance"])) or f", chance {fmt(mc['chance'])}"
+        parts.append(f"top-1 accuracy {fmt(mc['accuracy'])} (95% CI {fmt_ci(mc['accuracy_ci'])}){note};")
     macro = task.get("macro") or {}
     if not math.isnan(float(macro.get("auroc", math.nan))):
-        parts.append(f"macro AUROC {fmt(macro['auroc'])} (95% CI {fmt_ci(macro.get('auroc_ci'))}).")
+        ci = macro.get("auroc_ci")
+        parts.append(
+            f"macro AUROC {fmt(macro['auroc'])} (95% CI {fmt_ci(ci)}){chance_note(ci, CHANCE_AUROC)}."
+        )
     detectable = [f for f in findings if f["status"] == DETECTABLE]
     if detectable:
         parts.append(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 
+from pipelines.evaluation import metrics as M
 from pipelines.evaluation.report import (
     DETECTABLE,
     NOT_EVALUABLE,
@@ -20,6 +22,7 @@ from pipelines.evaluation.report import (
     fmt_ci,
     registry_descriptions,
     render_report,
+    task_context,
 )
 from tests.pipelines.evaluation.report_fixture import XRAY_AT_CHANCE, XRAY_PRESENT, demo_like_context
 
@@ -206,3 +209,36 @@ def test_report_descriptions_reach_the_registered_model_and_its_version(demo_rep
     assert client.get_registered_model("morE-cxr-ecg-report").description == model_text
     stored = client.get_model_version("morE-cxr-ecg-report", "1").description
     assert len(stored) == 5000 and stored.startswith(version_text)
+
+
+def test_headline_figures_that_do_not_clear_chance_are_greyed_and_say_so(tmp_path):
+    """A task scored by noise: its macro AUROC interval includes 0.5 and its top-1 accuracy interval
+    lies below chance; neither is printed as if it were a result."""
+    rng = np.random.default_rng(1)
+    labels = {c: rng.integers(0, 2, 80).astype(float) for c in ("yes", "no")}
+    result = M.evaluate_classification(labels, {c: rng.uniform(size=80) for c in labels}, n_resamples=100)
+    low, high = result.macro_ci["auroc"]
+    assert low <= 0.5 <= high
+    multiclass = {
+        "classes": ["yes", "no"],
+        "n": 80,
+        "accuracy": 0.4,
+        "accuracy_ci": (0.3, 0.45),
+        "chance": 0.5,
+        "confusion": [[20, 20], [28, 12]],
+        "ece_top_label": 0.1,
+        "ece_top_label_calibrated": 0.1,
+    }
+    task = task_context("speech_intents", result, multiclass=multiclass)
+    page = render_report({"model": {"name": "m", "version": 1}, "tasks": [task]}, tmp_path / "r.html")
+    summary = _summary_html(page.read_text(encoding="utf-8"))
+    greyed = re.findall(r'<span class="unreliable-figure">(.*?)</span>', summary)
+    assert greyed == [
+        f"macro AUROC {fmt(result.macro['auroc'])} (95% CI {fmt_ci((low, high))}), an interval that "
+        "includes chance (0.500)",
+        "top-1 accuracy 0.400 (95% CI 0.300–0.450), an interval that lies at or below chance (0.500)",
+    ]
+    assert "<th>class</th>" in summary
+    _, version_text = registry_descriptions({"model": {"version": 1}, "tasks": [task]}, "r.html")
+    assert "an interval that includes chance (0.500)." in version_text
+    assert "(95% CI 0.300–0.450), an interval that lies at or below chance (0.500);" in version_text
