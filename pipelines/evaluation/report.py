@@ -895,7 +895,7 @@ def _task_line(task: Mapping[str, Any]) -> str:
     detectable = [f for f in findings if f["status"] == DETECTABLE]
     if detectable:
         parts.append(
-            "Detectable: "
+            "Detectable (AUROC): "
             + ", ".join(f"{finding_name(task, f['finding'])} {fmt(f['auroc'], 2)}" for f in detectable)
             + "."
         )
@@ -903,14 +903,16 @@ def _task_line(task: Mapping[str, Any]) -> str:
     if unreliable:
         parts.append(
             "Not reliably detected: "
-            + ", ".join(f"{finding_name(task, f['finding'])} ({f['reason']})" for f in unreliable)
+            + "; ".join(f"{finding_name(task, f['finding'])}, {f['reason']}" for f in unreliable)
             + "."
         )
     by_reason: dict[str, int] = {}
     for f in findings:
         if f["status"] == NOT_EVALUABLE:
             by_reason[str(f["reason"])] = by_reason.get(str(f["reason"]), 0) + 1
-    parts.extend(f"Not evaluable ({reason}): {n}." for reason, n in by_reason.items())
+    parts.extend(
+        f"Not evaluable ({reason}): {n} finding{'s' if n != 1 else ''}." for reason, n in by_reason.items()
+    )
     return " ".join(parts)
 
 

@@ -183,9 +183,9 @@ def test_registry_descriptions_give_headline_metrics_verdicts_and_the_report(dem
         assert (
             f"macro AUROC {fmt(xray['macro']['auroc'])} (95% CI {fmt_ci(xray['macro']['auroc_ci'])})" in text
         )
-        assert "Detectable: no acute findings (no_finding)" in text
-        assert "Not reliably detected: pulmonary edema (AUROC CI lower bound" in text
-        assert "Not evaluable (no positives in the test split): 15." in text
+        assert "Detectable (AUROC): no acute findings (no_finding) " in text
+        assert "Not reliably detected: pulmonary edema, AUROC CI lower bound" in text
+        assert "Not evaluable (no positives in the test split): 15 findings." in text
         assert "`reports/morE-cxr-ecg-report-v3.html`" in text
         assert "`runs:/abc/report/morE-cxr-ecg-report-v3.html`" in text
         assert "NOT FOR CLINICAL USE" in text
