@@ -105,6 +105,38 @@ def demo_like_context(seed: int = 0) -> dict[str, Any]:
                 ("ecg", "cardiology_report"),
             )
         ],
+        "modality_gap": [
+            {"pair": "xray-radiology_report", "centroid distance": 0.41, "alignment": 1.2, "uniformity": -2.1}
+        ],
+        "prompt_weighting": [
+            {"task": "xray_findings", "equal weights: macro AUROC": 0.88, "zpe weights: macro AUROC": 0.89}
+        ],
+        "linear_probe": [
+            {"finding": f, "zero-shot AUROC": 0.8, "linear probe AUROC": 0.9, "95% CI": (0.8, 0.95)}
+            for f in XRAY_PRESENT
+        ],
+        "embedding_map": {
+            "embeddings": rng.normal(size=(60, 16)),
+            "modality": ["xray"] * 30 + ["radiology_report"] * 30,
+            "label": ["study"] * 60,
+        },
+        "explanations": {
+            "xray": [
+                {
+                    "image": rng.uniform(size=(64, 64)),
+                    "heatmap": rng.uniform(size=(64, 64)),
+                    "caption": "top: cardiomegaly",
+                }
+            ],
+            "ecg": [
+                {
+                    "signal": rng.normal(size=(12, 500)),
+                    "saliency": rng.uniform(size=(12, 500)),
+                    "importance": np.full(12, 1 / 12),
+                    "caption": "top diagnosis: atrial fibrillation (AF)",
+                }
+            ],
+        },
         "prompts": {
             "xray_findings": {
                 f: {
