@@ -345,7 +345,11 @@ def setup_permissions(server: TeamServer, models: tuple[str, ...]) -> None:
             server.root / "users" / f"{user}.env", f"MLFLOW_TRACKING_URI={server.uri}\n{env_lines}"
         )
     for name in models:
-        admin.call("POST", "/api/2.0/mlflow/registered-models/create", ok=(200, 400), json={"name": name})
+        created = admin.call(
+            "POST", "/api/2.0/mlflow/registered-models/create", ok=(200, 400), json={"name": name}
+        )
+        if created.get("error_code") not in (None, "RESOURCE_ALREADY_EXISTS"):
+            raise RuntimeError(f"creating registered model {name!r}: {created}")
         for user, permission in TEAM_USERS.items():
             _grant(admin, user, "registered_model", name, permission)
     found = admin.call(
@@ -363,11 +367,21 @@ def setup_permissions(server: TeamServer, models: tuple[str, ...]) -> None:
 
 
 def _grant(admin: _Api, user: str, resource_type: str, resource_id: str, permission: str) -> None:
-    admin.call(
-        "POST", "/api/3.0/mlflow/users/permissions/grant",
-        json={"username": user, "resource_type": resource_type, "resource_id": resource_id,
-              "permission": permission},
-    )  # fmt: skip
+    """Grant ``permission``; an existing grant (a restart) is replaced, so the level is always ours."""
+    grant = {"username": user, "resource_type": resource_type, "resource_id": resource_id}
+    answer = admin.call(
+        "POST",
+        "/api/3.0/mlflow/users/permissions/grant",
+        ok=(200, 400),
+        json={**grant, "permission": permission},
+    )
+    if answer.get("error_code") == "RESOURCE_ALREADY_EXISTS":
+        admin.call("POST", "/api/3.0/mlflow/users/permissions/revoke", json=grant)
+        admin.call(
+            "POST", "/api/3.0/mlflow/users/permissions/grant", json={**grant, "permission": permission}
+        )
+    elif "error_code" in answer:
+        raise RuntimeError(f"granting {permission} on {resource_type} {resource_id} to {user}: {answer}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,13 @@ import requests
 
 from pipelines.promote import run, run_rollback
 from pipelines.registry.aliases import AliasPermissionError, aliases
-from pipelines.registry.server import TeamServer, _postgres_bin, start_team_server
+from pipelines.registry.server import (
+    TEAM_USERS,
+    TeamServer,
+    _postgres_bin,
+    setup_permissions,
+    start_team_server,
+)
 from tests.pipelines.test_promote import GOOD, MODEL, _config, _decision, register_candidate, write_demo_card
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -151,3 +157,18 @@ def test_no_secret_reaches_the_server_log_or_the_configs(team: TeamServer) -> No
     for path in [team.root / "pgpass", team.root / "pg-password", *(team.root / "users").iterdir()]:
         assert path.stat().st_mode & 0o077 == 0, f"{path} must be private (0600)"
     assert json.loads((team.root / "ports.json").read_text())
+
+
+def test_setting_the_server_up_again_keeps_each_users_permission(team: TeamServer) -> None:
+    """``make mlflow-server`` on an existing server re-applies users and grants without error."""
+    setup_permissions(team, (MODEL,))
+    for user, level in TEAM_USERS.items():
+        password = team.credentials(user)["MLFLOW_TRACKING_PASSWORD"]
+        params = {"username": user, "resource_type": "registered_model", "resource_id": MODEL}
+        answer = requests.get(
+            f"{team.uri}/api/3.0/mlflow/users/permissions/get",
+            params=params,
+            auth=(user, password),
+            timeout=60,
+        )
+        assert answer.status_code == 200 and answer.json()["permission"] == level
