@@ -143,13 +143,11 @@ def purge_data(cfg: UnlearnConfig, root: Path, resolution: resolve.Resolution) -
     return counts
 
 
-def unlearn(
-    cfg: UnlearnConfig,
-    train_cfg: TrainConfig,
-    original: MultimodalModel | None,
-    tracker: Any | None = None,
-) -> UnlearnResult:
-    """Resolve, purge, unlearn and verify. ``original=None`` purges data only (no model to unlearn)."""
+def resolve_and_purge(
+    cfg: UnlearnConfig, train_cfg: TrainConfig, read_items: bool
+) -> tuple[resolve.Resolution, dict[str, int], list[dict[str, Any]]]:
+    """The forget list resolved to samples, the withdrawn training studies read (when ``read_items``)
+    before the purge removes them, then the purge; counts per target."""
     if not cfg.forget_list:
         raise StageError("no forget list: make unlearn FORGET=<file with one subject or study ID per line>")
     root = Path(train_cfg.data_root)
@@ -158,17 +156,29 @@ def unlearn(
     salt = resolve.available_salt(cfg.salt, cfg.accept_demo_salt)
     withdrawn = purge.tombstoned(root, resolve.MODALITIES)
     resolution = resolve.resolve_entries(entries, table, salt, withdrawn, source=str(cfg.forget_list))
-    metrics: dict[str, float] = {k: float(v) for k, v in resolution.counts().items()}
-    items = forget_items(train_cfg, table, resolution) if original is not None else []
-    metrics["forget.train_studies"] = float(len(items))
+    items = forget_items(train_cfg, table, resolution) if read_items else []
     purged = purge_data(cfg, root, resolution)
-    metrics.update({k: float(v) for k, v in purged.items()})
     print(
         f"forget list: {resolution.n_lines} IDs -> {len(resolution.subject_ids)} subjects, "
         f"{len(resolution.study_ids)} studies; samples tombstoned per modality: "
         + ", ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in purged.items() if "tombstoned" in k)
     )
     print(RAW_DATA_NOTE)
+    return resolution, purged, items
+
+
+def unlearn(
+    cfg: UnlearnConfig,
+    train_cfg: TrainConfig,
+    original: MultimodalModel | None,
+    tracker: Any | None = None,
+) -> UnlearnResult:
+    """Resolve, purge, unlearn and verify. ``original=None`` purges data only (no model to unlearn)."""
+    resolution, purged, items = resolve_and_purge(cfg, train_cfg, read_items=original is not None)
+    metrics = {k: float(v) for k, v in resolution.counts().items()}
+    metrics["forget.train_studies"] = float(len(items))
+    metrics.update({k: float(v) for k, v in purged.items()})
+    root = Path(train_cfg.data_root)
     if original is None or not items:
         if original is not None:
             print(
