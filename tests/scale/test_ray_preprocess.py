@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
 pytest.importorskip("ray", reason="Ray is the optional extra .[scale] (make setup installs it)")
 psutil = pytest.importorskip("psutil", reason="psutil ships with Ray")
@@ -52,6 +53,13 @@ def _mixed_folder(root: Path, n_subjects: int = 6) -> Path:
         progress=False,
     )
     assert demo_data.run(cohort) == 0
+    # Speech without espeak-ng (the demo skips it then): tones written with soundfile, two subjects.
+    for i in range(4):
+        fs = 8000 if i % 2 else 16000
+        tone = 0.2 * np.sin(2 * np.pi * (200 + 40 * i) * np.arange(int(0.4 * fs)) / fs)
+        folder = root / "speech" / f"tone-speaker-{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"{i}.wav", tone.astype(np.float32), fs, subtype="PCM_16")
     dicom = next((root / "xray").rglob("*.dcm"))
     header = next((root / "ecg").rglob("*.hea"))
     wav = next((root / "speech").rglob("*.wav"))
