@@ -17,6 +17,7 @@ from typing import Any
 
 from pipelines.config import config_hash, flatten
 from pipelines.data.datacard import read_card
+from pipelines.registry.store import activate_experiment, open_store
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # MLflow's limits: 100 params per batch call, 6000 characters per param value.
@@ -132,7 +133,8 @@ def stage_run(
 
     uri = resolve_tracking_uri(tracking_uri or getattr(config, "tracking_uri", None))
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    open_store(uri)
+    activate_experiment(experiment)
     run_name = f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}"
     with mlflow.start_run(run_name=run_name) as run:
         tracker = Tracker(run, mlflow.MlflowClient(uri))
