@@ -257,6 +257,7 @@ def test_killing_a_ray_worker_mid_run_loses_no_input(mixed, cluster, tmp_path):
     output, _ = stage.communicate(timeout=300)
     killer.join(timeout=5)
     assert killed, "no busy Ray worker was seen to kill"
+    print(f"killed Ray worker {killed[0]}; the run exited with {stage.returncode} (0: Ray re-ran the task)")
     if stage.returncode != 0:
         rerun = _stage(mixed, out, cluster.address, "xray")
         output, _ = rerun.communicate(timeout=300)
