@@ -79,10 +79,10 @@ from pipelines.evaluation.task_sequence import (
 )
 from pipelines.evaluation.tasks import ZeroShotTaskConfig, default_zero_shot_tasks
 from pipelines.training import (
-    SPEECH_FS_HZ,
     TrainingSettings,
     build_reference_cache,
     check_config,
+    max_speech_samples,
     more_objective,
     resolve_device,
     resolve_precision,
@@ -384,7 +384,7 @@ def continual(cfg: ContinualConfig, tracker: Any | None = None) -> list[MethodRe
         "train",
         cfg.train.views,
         key=cfg.train.key,
-        max_speech_samples=int(cfg.train.max_speech_s * SPEECH_FS_HZ),
+        max_speech_samples=max_speech_samples(cfg.data_root, cfg.train.max_speech_s),
     )
     train_keys = [task_keys(train_set, spec, task_map) for spec in cfg.tasks]
     for spec, keys in zip(cfg.tasks, train_keys, strict=True):

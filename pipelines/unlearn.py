@@ -33,10 +33,10 @@ from pipelines.config import load_config
 from pipelines.data.dataset import StudyDataset
 from pipelines.errors import StageError
 from pipelines.training import (
-    SPEECH_FS_HZ,
     MoreTrainConfig,
     SpeechTrainConfig,
     TrainConfig,
+    max_speech_samples,
     resolve_device,
     resolve_precision,
     train,
@@ -187,7 +187,7 @@ def unlearn(
         return UnlearnResult(resolution, purged, None, None, metrics, "data-only")
 
     device = resolve_device(cfg.device)
-    max_speech = int(train_cfg.max_speech_s * SPEECH_FS_HZ)
+    max_speech = max_speech_samples(train_cfg.data_root, train_cfg.max_speech_s)
 
     def split(name: str) -> StudyDataset:
         return StudyDataset(root, name, train_cfg.views, key=train_cfg.key, max_speech_samples=max_speech)

@@ -29,7 +29,7 @@ from pipelines.training.config import (
 )
 from pipelines.training.contrastive import ContrastiveTask, StudyBatches, TrainResult, train
 from pipelines.training.distributed import DistInfo, init_distributed, resolve_device
-from pipelines.training.embedding import SPEECH_FS_HZ, ViewEncoder, embed_dataset, move_batch
+from pipelines.training.embedding import ViewEncoder, embed_dataset, max_speech_samples, move_batch
 from pipelines.training.loop import (
     Callback,
     Engine,
@@ -57,7 +57,6 @@ __all__ = [
     "StudyBatches",
     "Task",
     "fit",
-    "SPEECH_FS_HZ",
     "DistInfo",
     "ObjectiveConfig",
     "OptimConfig",
@@ -78,6 +77,7 @@ __all__ = [
     "embed_dataset",
     "epoch_batches",
     "init_distributed",
+    "max_speech_samples",
     "move_batch",
     "resolve_device",
     "resolve_precision",

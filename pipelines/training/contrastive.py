@@ -23,7 +23,7 @@ from pipelines.errors import StageError
 from pipelines.training.checkpoint import atomic_torch_save, rng_state, set_rng_state, trainable_state
 from pipelines.training.config import TrainConfig, TrainingSettings, check_config
 from pipelines.training.distributed import DistInfo, init_distributed, resolve_device
-from pipelines.training.embedding import SPEECH_FS_HZ, ViewEncoder, move_batch
+from pipelines.training.embedding import ViewEncoder, max_speech_samples, move_batch
 from pipelines.training.loop import (
     Callback,
     Engine,
@@ -218,7 +218,7 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    max_speech = int(cfg.max_speech_s * SPEECH_FS_HZ)
+    max_speech = max_speech_samples(cfg.data_root, cfg.max_speech_s)
     train_set = StudyDataset(cfg.data_root, "train", cfg.views, key=cfg.key, max_speech_samples=max_speech)
     val_set = StudyDataset(cfg.data_root, "val", cfg.views, key=cfg.key, max_speech_samples=max_speech)
 

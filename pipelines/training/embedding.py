@@ -13,8 +13,10 @@ from pipelines.data import registry
 from pipelines.data.dataset import StudyDataset, ViewSpec, collate_studies
 from pipelines.training.precision import autocast_context
 
-# Speech is stored at the speech reader's rate; lengths in seconds convert to samples with it.
-SPEECH_FS_HZ = registry.sample_rate_hz("speech")
+
+def max_speech_samples(data_root: str, max_speech_s: float) -> int:
+    """``max_speech_s`` in samples at the rate the processed speech is stored at (modality registry)."""
+    return int(max_speech_s * (registry.sample_rate_hz("speech", data_root) or 0))
 
 
 class ViewEncoder(nn.Module):
