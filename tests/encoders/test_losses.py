@@ -324,6 +324,15 @@ def autograd_reference(a, b, log_scale, kind, direction, reference=None, power=1
 FAST_PATHS = ["clip", "cwcl_power1", "cwcl_power8", "cwcl_weights", "dcl"]
 
 
+@pytest.fixture(params=["factored", "weight_matrix"])
+def paper_weights_path(request, monkeypatch):
+    """Run a test through both ways of computing CWCL's paper-weight targets (the size decides in use)."""
+    import encoders.losses
+
+    monkeypatch.setattr(encoders.losses, "_affine_is_cheaper", lambda *_: request.param == "factored")
+    return request.param
+
+
 def _fast_and_reference(kind, n=23, seed=30):
     generator = torch.Generator().manual_seed(seed)
     reference = torch.randn(n, 6, generator=generator, dtype=torch.float64)
@@ -351,7 +360,9 @@ def _fast_and_reference(kind, n=23, seed=30):
 @pytest.mark.parametrize("kind", FAST_PATHS)
 @pytest.mark.parametrize("direction", ["both", "a2b", "b2a"])
 @pytest.mark.parametrize("chunk_size", [None, 5, 23])
-def test_fast_loss_and_gradients_equal_autograd_of_the_full_formula(kind, direction, chunk_size):
+def test_fast_loss_and_gradients_equal_autograd_of_the_full_formula(
+    kind, direction, chunk_size, paper_weights_path
+):
     a = unit(23, 8, 31).requires_grad_(True)
     b = unit(23, 8, 32).requires_grad_(True)
     log_scale = torch.tensor(math.log(14.0), dtype=torch.float64, requires_grad=True)
@@ -366,7 +377,7 @@ def test_fast_loss_and_gradients_equal_autograd_of_the_full_formula(kind, direct
 
 
 @pytest.mark.parametrize("kind", FAST_PATHS)
-def test_fast_paths_in_float32_match_the_float64_formula(kind):
+def test_fast_paths_in_float32_match_the_float64_formula(kind, paper_weights_path):
     a64, b64 = unit(40, 16, 33), unit(40, 16, 34)
     log_scale64 = torch.tensor(math.log(50.0), dtype=torch.float64, requires_grad=True)
     fast, slow = _fast_and_reference(kind, n=40)
@@ -387,7 +398,7 @@ def test_fast_paths_in_float32_match_the_float64_formula(kind):
 @pytest.mark.parametrize("kind", ["clip", "cwcl", "dcl"])
 @pytest.mark.parametrize("power", [1.0, 8.0])
 @pytest.mark.parametrize("chunk_size", [None, 3])
-def test_masked_objective_equals_autograd_on_the_present_rows(kind, power, chunk_size):
+def test_masked_objective_equals_autograd_on_the_present_rows(kind, power, chunk_size, paper_weights_path):
     a = unit(11, 5, 35).requires_grad_(True)
     b = unit(11, 5, 36).requires_grad_(True)
     log_scale = torch.tensor(math.log(9.0), dtype=torch.float64, requires_grad=True)
@@ -412,7 +423,9 @@ def test_masked_objective_equals_autograd_on_the_present_rows(kind, power, chunk
 
 @pytest.mark.parametrize("power", [1.0, 8.0])
 @pytest.mark.parametrize("exclude_positive", [False, True])
-def test_a_subset_of_queries_against_all_keys_equals_those_rows_of_the_full_loss(power, exclude_positive):
+def test_a_subset_of_queries_against_all_keys_equals_those_rows_of_the_full_loss(
+    power, exclude_positive, paper_weights_path
+):
     # The local_loss path: some queries (one rank's rows) against every gathered key, row direction only.
     from encoders.losses import _directional_terms
 
@@ -481,7 +494,7 @@ def _saved_by_the_loss(loss: torch.Tensor) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("power", [1.0, 8.0])
-def test_chunked_loss_keeps_nothing_of_size_n_by_n_for_backward(power):
+def test_chunked_loss_keeps_nothing_of_size_n_by_n_for_backward(power, paper_weights_path):
     n, chunk = 96, 8
     a, b = unit(n, 4, 43).requires_grad_(True), unit(n, 4, 44).requires_grad_(True)
     reference = torch.randn(n, 5, dtype=torch.float64)
@@ -489,3 +502,12 @@ def test_chunked_loss_keeps_nothing_of_size_n_by_n_for_backward(power):
     assert chunked and max(t.numel() for t in chunked) <= n * 5  # vectors and the [N, D] inputs
     full = _saved_by_the_loss(cwcl_loss(a, b, LOG_SCALE, reference, weight_power=power))
     assert max(t.numel() for t in full) == n * n  # unchunked keeps the logits instead of recomputing
+
+
+def test_the_factored_targets_are_chosen_for_batches_large_against_the_feature_width():
+    from encoders.losses import _affine_is_cheaper
+
+    assert _affine_is_cheaper(4096, 256, chunked=False) and _affine_is_cheaper(4096, 512, chunked=False)
+    assert not _affine_is_cheaper(1024, 256, chunked=False) and not _affine_is_cheaper(
+        1024, 512, chunked=True
+    )
