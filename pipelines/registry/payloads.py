@@ -82,6 +82,9 @@ class ServingLimits:
     max_input_bytes: int = dataclasses.field(
         default=48 * 2**20, metadata={"help": "characters of one row's input (base64: 4/3 of the file)"}
     )
+    max_request_bytes: int = dataclasses.field(
+        default=256 * 2**20, metadata={"help": "characters of all rows' inputs together; later rows refused"}
+    )
     max_unzipped_bytes: int = dataclasses.field(
         default=64 * 2**20, metadata={"help": "declared size of a zip's files together"}
     )

@@ -415,11 +415,23 @@ class ZeroShotModel(mlflow.pyfunc.PythonModel):
         params = params or {}
         records = pd.DataFrame(model_input).to_dict("records")
         n_rows, limit = len(records), self.limits.max_rows
-        rows = [self._parse(record, params) for record in records[:limit]]
-        for record in records[limit:]:
+        rows, total = [], 0
+        for i, record in enumerate(records):
+            value = record.get("input")
+            total += len(value) if isinstance(value, str) else 0
+            if i < limit and total <= self.limits.max_request_bytes:
+                rows.append(self._parse(record, params))
+                continue
             row = _Row(dict.fromkeys(OUTPUT_COLUMNS, ""), str(record.get("modality") or "")[:20])
             row.out.update(modality=row.modality, top_probability=float("nan"))
-            row.fail(PayloadTooLarge(f"request has {n_rows} rows > max_rows={limit}: row not scored"))
+            row.fail(
+                PayloadTooLarge(f"request has {n_rows} rows > max_rows={limit}: row not scored")
+                if i >= limit
+                else PayloadTooLarge(
+                    f"inputs up to this row hold {total} characters > "
+                    f"max_request_bytes={self.limits.max_request_bytes}: row not scored"
+                )
+            )
             rows.append(row)
         self._embed_rows(rows)
         self._score_rows(rows)

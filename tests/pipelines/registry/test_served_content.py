@@ -244,6 +244,10 @@ def test_oversize_requests_and_oversize_content_are_refused_per_row(folder: Path
 
     header_only = _predict(model, ecg_rows)["error"][0]
     assert header_only.startswith("RejectedInput:") and "missing signal file" in header_only
+    total = _predict(load_in_process(folder, {"max_request_bytes": 20_000}), [good, good, good])["error"]
+    assert total[0] == "" and all(
+        e.startswith("PayloadTooLarge: inputs up to this row hold") for e in total[1:]
+    )
     signal = (folder / "big" / "huge.dat").read_bytes()
     with_signal = {"header": "\n".join(lying), "files": {"huge.dat": b64(signal)}}
     error = _predict(model, [{"modality": "ecg", "input": json.dumps(with_signal), "labels": "AF"}])["error"][
