@@ -144,7 +144,7 @@ bench-serving: $(SETUP) ## served pyfunc: X-ray DICOM / ECG inputs/s (single, ba
 	$(PY) -m pipelines.bench.serving $(ARGS)
 
 clean-data: ## remove generated data, stamps, MLflow store and reports
-	rm -rf data $(STAMPS) mlflow.db mlruns mlartifacts reports checkpoints
+	rm -rf data $(STAMPS) mlflow.db mlflow.db-wal mlflow.db-shm mlflow.db.*lock mlruns mlartifacts reports checkpoints
 
 clean: clean-data ## also remove the virtual environment
 	rm -rf $(VENV)

@@ -1,22 +1,29 @@
-"""Opening an MLflow store that other stages may be opening at the same moment.
+"""Opening an MLflow store that other stages may be opening or reading at the same moment.
 
 Two processes writing to one embedded ``sqlite:///mlflow.db`` (``make report`` while ``make continual``
-runs) are safe once the database exists: MLflow sets a 20 s SQLite busy timeout on every session and
-Python's sqlite3 only opens a write transaction at the first write, so writers queue instead of failing.
-Two races are not covered by MLflow 3.17, and both are closed here:
+runs) queue for SQLite's single write lock: MLflow sets a 20 s busy timeout on every session, and
+Python's sqlite3 opens a write transaction only at the first write, so two writers never deadlock.
+Three things MLflow 3.17 leaves open are closed here, once per process and database file:
 
 - **A fresh store.** Each process that finds the tables missing runs the whole schema migration;
   the second one fails (``duplicate column name``). ``open_store`` creates the schema under an OS file
   lock next to the database, so exactly one process migrates and the others find the tables.
+- **A reader holding the database.** In SQLite's default rollback-journal mode a writer cannot commit
+  while any read transaction is open, and after 20 s it fails with ``database is locked`` (an open
+  ``sqlite3`` shell, a backup, a slow ``mlflow ui`` query). ``open_store`` switches the file to WAL
+  journal mode, where readers and the writer do not wait for each other. The mode is a property of the
+  file: it is set once and stays (``mlflow.db-wal`` and ``mlflow.db-shm`` live next to it).
 - **A new experiment.** When another process creates the experiment between ``set_experiment``'s
   lookup and its create, MLflow returns the experiment without activating it, and the run is filed
   under the Default experiment. ``activate_experiment`` activates it by id afterwards.
 
-What SQLite cannot promise is written down in docs/mlflow-sqlite-concurrency.md.
+What SQLite still cannot promise is written down in docs/mlflow-sqlite-concurrency.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 # A process that waits longer than this for another one's schema migration reports it.
@@ -38,9 +45,9 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def open_store(tracking_uri: str, timeout_s: float = INIT_LOCK_TIMEOUT_S) -> None:
-    """Make sure a sqlite store's tables exist, creating them under a file lock so concurrent first
-    openers do not migrate twice. Once per process and database file; other stores (servers) need
-    nothing."""
+    """Make sure a sqlite store's tables exist and that it journals in WAL mode, under a file lock so
+    concurrent first openers do not migrate twice. Once per process and database file; other stores
+    (servers) need nothing."""
     db = sqlite_path(tracking_uri)
     if db is None or str(db.resolve()) in _opened:
         return
@@ -61,6 +68,10 @@ def open_store(tracking_uri: str, timeout_s: float = INIT_LOCK_TIMEOUT_S) -> Non
         client = mlflow.MlflowClient(tracking_uri)
         client.search_experiments(max_results=1)
         client.search_registered_models(max_results=1)
+        # Switching the mode needs a moment alone with the file: wait for a running writer to commit.
+        with contextlib.closing(sqlite3.connect(db, timeout=timeout_s)) as connection:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
     finally:
         lock.release()
     _opened.add(str(db.resolve()))

@@ -3,8 +3,10 @@ lock error (``make report`` while ``make continual`` runs, two trainings started
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,19 +30,50 @@ def test_sqlite_path_reads_relative_absolute_and_query_uris() -> None:
     assert sqlite_path("sqlite:///:memory:") is None
 
 
-def test_open_store_creates_the_schema_of_a_new_store(tmp_path: Path) -> None:
+def test_open_store_creates_the_schema_of_a_new_store_in_wal_mode(tmp_path: Path) -> None:
     db = tmp_path / "nested" / "mlflow.db"
     uri = f"sqlite:///{db}"
     open_store(uri)
-    assert db.is_file()
     client = mlflow.MlflowClient(uri)
     assert [e.name for e in client.search_experiments()] == ["Default"]
     assert client.search_registered_models() == []
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def _writer_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    return env
+
+
+@pytest.mark.slow
+def test_a_stage_logs_while_a_reader_holds_the_store_open(tmp_path: Path) -> None:
+    """A read transaction held open for the whole stage (an ``sqlite3`` shell, a backup, a slow
+    ``mlflow ui`` query). In rollback-journal mode the stage could not commit and died after MLflow's
+    20 s busy timeout with "database is locked"; in WAL mode it finishes and the reader's view stays."""
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    open_store(uri)
+    start, out = tmp_path / "start", tmp_path / "writer.json"
+    start.touch()
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        runs_before = reader.execute("SELECT count(*) FROM runs").fetchone()[0]
+        args = [sys.executable, str(WRITER), uri, EXPERIMENT, MODEL, "0", "20", str(start), str(out)]
+        writer = subprocess.run(
+            args, cwd=tmp_path, env=_writer_env(), capture_output=True, text=True, timeout=600
+        )
+        assert writer.returncode == 0, writer.stdout[-2000:] + writer.stderr[-4000:]
+        assert reader.execute("SELECT count(*) FROM runs").fetchone()[0] == runs_before
+        reader.execute("COMMIT")
+    run_id = json.loads(out.read_text())["run_id"]
+    loss = mlflow.MlflowClient(uri).get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in loss) == list(range(20))
 
 
 def _start_writers(tmp_path: Path, uri: str) -> list[tuple[subprocess.Popen, Path, Path]]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONPATH"] = str(REPO_ROOT)
+    env = _writer_env()
     start = tmp_path / "start"
     writers = []
     for worker in range(WRITERS):
