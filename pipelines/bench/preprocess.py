@@ -487,8 +487,10 @@ def main(argv: list[str] | None = None) -> int:
         "per-core ratio = stage wall s x workers (all inputs) / floor s (1 core, the inputs the stage kept); "
         "target <= 1.25"
     )
-    print("cpu ratio = stage CPU s per file (parent + workers) / floor CPU s per file: the same without idle")
-    print("workers or other processes competing for the cores")
+    print(
+        "cpu ratio = stage CPU s (parent + workers, all inputs) / floor CPU s (kept inputs): the same without "
+        "idle workers or other processes competing for the cores"
+    )
     print("vs xrv = our per-core s per file / torchxrayvision's (read_xray_dcm + crop + resize), 1 core")
     return 0
 
