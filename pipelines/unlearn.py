@@ -10,9 +10,13 @@
    ``gradient_ascent`` (NegGrad+), or ``retrain`` (from scratch on retained data, the gold standard).
    The approximate methods stop early at the first passing check of step 4's membership-inference and
    alignment part (every ``settings.check_every`` steps from ``settings.min_steps``, at most
-   ``settings.steps``); steps taken, the stop reason and each check's figures are logged.
-4. Verifies: membership-inference attack (forget set vs held-out), forget-set alignment vs unseen data,
-   retained retrieval within tolerance of the original; with ``retrain=run`` against the retrained model.
+   ``settings.steps``), attacking the *stopping draw* of the members, held-out and pool studies;
+   steps taken, the stop reason and each check's figures are logged.
+4. Verifies: a fresh membership-inference attack (forget set vs held-out) and forget-set alignment on
+   the *confirming draw*, disjoint from the stopping draw (``verify.confirm_fraction`` of each group):
+   the figure that stopped the run is never the one that confirms it, and a failed confirmation fails
+   the version. Retained retrieval within tolerance of the original; with ``retrain=run`` against the
+   retrained model. verification.json and the audit record name both draws (seeds, sizes, outcomes).
 5. Registers the new version with tags unlearned_from, forget_list_sha256 (never IDs), unlearning_method,
    unlearning_verification (passed|failed; promotion refuses failed) and appends a hash-chained record to
    <data_root>/unlearning_audit.jsonl. Unlearning time vs retraining time is logged as a ratio.
@@ -54,12 +58,17 @@ from pipelines.unlearning.methods import (
 from pipelines.unlearning.records import (
     UnlearnResult,
     audit_record,
+    draw_metrics,
     print_summary,
     register_unlearned,
+    verification_report,
     version_tags,
 )
 from pipelines.unlearning.verify import (
+    CONFIRMING,
+    STOPPING,
     VerifyConfig,
+    attack_draws,
     attack_on,
     verify_unlearning,
 )
@@ -200,6 +209,10 @@ def unlearn(
         "pool": split(cfg.pool_split),
     }
     pairs = objective_pairs(train_cfg)
+    stopping = cfg.method != "retrain" and cfg.settings.check_every > 0
+    sizes = (len(groups[name]) for name in ("members", "heldout", "pool"))
+    draws = attack_draws(*sizes, cfg.verify, stopping=stopping)
+    metrics.update(draw_metrics(draws))
     retrained, retrained_embeddings, retrain_seconds = None, None, math.nan
     if cfg.method == "retrain" or cfg.retrain == "run":
         tick = time.perf_counter()
@@ -210,12 +223,17 @@ def unlearn(
     if cfg.method == "retrain":
         model, unlearn_seconds = retrained, retrain_seconds
     else:
+        stop_draw = draws.get(STOPPING)
         reference_auc = (
-            attack_on(retrained_embeddings, pairs, cfg.verify).forget_auc
-            if retrained_embeddings is not None
+            attack_on(retrained_embeddings.take(stop_draw), pairs, cfg.verify, stop_draw.seed).forget_auc
+            if retrained_embeddings is not None and stop_draw is not None
             else 0.5
         )
-        check = ForgettingCheck(groups, train_cfg, device, cfg.verify, reference_auc)
+        check = (
+            ForgettingCheck(groups, train_cfg, device, cfg.verify, reference_auc, stop_draw)
+            if stop_draw is not None
+            else None
+        )
         outcome = unlearn_model(
             original,
             items,
@@ -245,10 +263,13 @@ def unlearn(
         pairs,
         cfg.verify,
         retrained_embeddings,
+        draw=draws[CONFIRMING],
     )
     metrics.update(verification.metrics)
     metrics.update({f"check.{k}": float(v) for k, v in verification.checks.items()})
-    return UnlearnResult(resolution, purged, model, verification, metrics, cfg.method, stop_reason, checks)
+    return UnlearnResult(
+        resolution, purged, model, verification, metrics, cfg.method, stop_reason, checks, draws
+    )
 
 
 def _estimate_retraining(
@@ -310,21 +331,7 @@ def run(cfg: UnlearnConfig) -> int:
             | {"unlearned_from": from_version, "precision": precision}
         )
         if result.verification is not None:
-            tracker.log_dict(
-                {
-                    "metrics": result.verification.metrics,
-                    "checks": result.verification.checks,
-                    "outcome": result.verification.outcome,
-                    "early_stop": {
-                        "steps": result.metrics.get("unlearn.steps"),
-                        "max_steps": result.metrics.get("unlearn.max_steps"),
-                        "stop_reason": result.stop_reason,
-                        "checks": result.checks,
-                    },
-                    "raw_files": RAW_DATA_NOTE,
-                },
-                "unlearning/verification.json",
-            )
+            tracker.log_dict(verification_report(result, RAW_DATA_NOTE), "unlearning/verification.json")
         if result.model is not None and cfg.register:
             mv = register_unlearned(result.model, cfg.model_name, train_cfg, tags)
             to_version = str(mv.version)

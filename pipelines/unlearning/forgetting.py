@@ -1,5 +1,6 @@
 """What unlearning measures on a model while and after it forgets: embeddings of the verification groups
-and the early-stopping check (membership inference and forget-set alignment on the current model)."""
+and the early-stopping check (membership inference and forget-set alignment on the current model, on
+the stopping draw: the final verification attacks the disjoint confirming draw)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from pipelines.evaluation.embeddings import SplitEmbeddings
 from pipelines.training import TrainConfig, embed_dataset
 from pipelines.unlearning import resolve
 from pipelines.unlearning.methods import StudySubset, materialise
-from pipelines.unlearning.verify import ModelEmbeddings, VerifyConfig, attack_member_rows, check_forgetting
+from pipelines.unlearning.verify import (
+    STOPPING,
+    AttackDraw,
+    ModelEmbeddings,
+    Verification,
+    VerifyConfig,
+    attack_draws,
+    check_forgetting,
+)
 
 
 def split_embeddings(
@@ -44,9 +53,10 @@ def objective_pairs(cfg: TrainConfig) -> list[tuple[str, str]]:
 
 class ForgettingCheck:
     """The early-stopping criterion: the cheap part of the verification (membership inference and
-    forget-set alignment, :func:`check_forgetting`) on the model being unlearned. Only the members the
-    attack uses are embedded (``verify.max_members``, the same seeded rows), so the check computes
-    exactly what the final verification's two forgetting checks compute on the same model."""
+    forget-set alignment, :func:`check_forgetting`) on the model being unlearned, on the stopping
+    ``draw`` alone (default: the stopping draw of :func:`attack_draws`). Only that draw's members,
+    held-out and pool studies are embedded, so no check ever sees a row of the confirming draw that
+    the final verification attacks afresh."""
 
     def __init__(
         self,
@@ -55,27 +65,40 @@ class ForgettingCheck:
         device: torch.device,
         verify_cfg: VerifyConfig,
         reference_auc: float,
+        draw: AttackDraw | None = None,
     ) -> None:
-        members = groups["members"]
-        self.groups = groups | {"members": StudySubset(members, attack_member_rows(len(members), verify_cfg))}
+        if draw is None:
+            sizes = (len(groups[name]) for name in ("members", "heldout", "pool"))
+            draw = attack_draws(*sizes, verify_cfg)[STOPPING]
+        self.draw = draw
+        self.groups = {
+            "members": StudySubset(groups["members"], draw.members),
+            "heldout": StudySubset(groups["heldout"], draw.heldout),
+            "pool": StudySubset(groups["pool"], draw.pool),
+            "forget": groups["forget"],
+        }
         self.train_cfg, self.device = train_cfg, device
         self.verify_cfg, self.reference_auc = verify_cfg, reference_auc
 
     def __call__(self, model: MultimodalModel, step: int) -> tuple[bool, dict[str, float]]:
         embeddings = model_embeddings(model, self.groups, self.train_cfg, self.device)
         result = check_forgetting(
-            embeddings, objective_pairs(self.train_cfg), self.verify_cfg, self.reference_auc
+            embeddings, objective_pairs(self.train_cfg), self.verify_cfg, self.reference_auc, self.draw.seed
         )
-        m = result.metrics
-        figures = {
-            "mia_auc_forget_vs_heldout": m["mia.unlearned.auc_forget_vs_heldout"],
-            "mia_auc_forget_vs_heldout_ci_low": m["mia.unlearned.auc_forget_vs_heldout_ci_low"],
-            "mia_auc_forget_vs_heldout_ci_high": m["mia.unlearned.auc_forget_vs_heldout_ci_high"],
-            "mia_attack_auc_members_vs_heldout": m["mia.unlearned.attack_auc_members_vs_heldout"],
-            "alignment_forget_minus_heldout": m["alignment.unlearned.forget_minus_heldout"],
-        }
-        figures.update({f"{k}_passed": float(v) for k, v in result.checks.items()})
-        return result.passed, figures
+        return result.passed, check_figures(result)
+
+
+def check_figures(result: Verification) -> dict[str, float]:
+    """One early-stopping check's figures as logged per check (``unlearn.check.*``)."""
+    m = result.metrics
+    figures = {
+        "mia_auc_forget_vs_heldout": m["mia.unlearned.auc_forget_vs_heldout"],
+        "mia_auc_forget_vs_heldout_ci_low": m["mia.unlearned.auc_forget_vs_heldout_ci_low"],
+        "mia_auc_forget_vs_heldout_ci_high": m["mia.unlearned.auc_forget_vs_heldout_ci_high"],
+        "mia_attack_auc_members_vs_heldout": m["mia.unlearned.attack_auc_members_vs_heldout"],
+        "alignment_forget_minus_heldout": m["alignment.unlearned.forget_minus_heldout"],
+    }
+    return figures | {f"{k}_passed": float(v) for k, v in result.checks.items()}
 
 
 def forget_items(

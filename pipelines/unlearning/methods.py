@@ -156,7 +156,7 @@ class UnlearnOutcome:
     seconds: float  # everything, setup (copies, reference cache, Gaussians) and checks included
     history: list[dict[str, float]]
     step_seconds: float = math.nan  # the optimisation loop alone (checks excluded), per step
-    stop_reason: str = "max_steps"  # "verified": a check passed; "max_steps": ran them all
+    stop_reason: str = "max_steps"  # "stop_check_passed": a check passed; "max_steps": ran them all
     checks: list[dict[str, float]] = dataclasses.field(default_factory=list)  # step, seconds, passed, ...
     check_seconds: float = 0.0
 
@@ -522,7 +522,7 @@ def unlearn_model(
         end - start,
         recorder.history,
         per_step,
-        "verified" if checks is not None and checks.passed else "max_steps",
+        "stop_check_passed" if checks is not None and checks.passed else "max_steps",
         checks.checks if checks is not None else [],
         check_seconds,
     )
@@ -573,7 +573,7 @@ def outcome_metrics(outcome: UnlearnOutcome, settings: MethodConfig) -> dict[str
         "unlearn.steps": float(outcome.steps),
         "unlearn.max_steps": float(settings.steps),
         "unlearn.checks": float(len(outcome.checks)),
-        "unlearn.stopped_early": float(outcome.stop_reason == "verified"),
+        "unlearn.stopped_early": float(outcome.stop_reason == "stop_check_passed"),
         "time.unlearn_step_s": outcome.step_seconds,
         "time.checks_s": outcome.check_seconds,
     }

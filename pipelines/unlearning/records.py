@@ -11,7 +11,7 @@ from encoders import MultimodalModel
 from pipelines.data.dataset import read_normalisation
 from pipelines.training import TrainConfig
 from pipelines.unlearning import purge, resolve
-from pipelines.unlearning.verify import Verification
+from pipelines.unlearning.verify import CONFIRMING, STOPPING, AttackDraw, Verification
 
 
 @dataclasses.dataclass
@@ -26,6 +26,8 @@ class UnlearnResult:
     method: str
     stop_reason: str = ""
     checks: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    # The membership-attack draws: "stopping" fed the early-stopping checks, "confirming" the verification.
+    draws: dict[str, AttackDraw] = dataclasses.field(default_factory=dict)
 
 
 def version_tags(
@@ -64,13 +66,85 @@ def register_unlearned(
     )
 
 
+def draw_metrics(draws: dict[str, AttackDraw]) -> dict[str, float]:
+    """Sizes and seeds of the draws as tracker metrics (``draw.<role>.<group>``, ``draw.<role>.attack_seed``)."""
+    out: dict[str, float] = {}
+    for role, draw in draws.items():
+        out.update({f"draw.{role}.{group}": float(n) for group, n in draw.sizes().items()})
+        out[f"draw.{role}.attack_seed"] = float(draw.seed)
+        out[f"draw.{role}.partition_seed"] = float(draw.partition_seed)
+    return out
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), 6)
+
+
+def draw_records(result: UnlearnResult) -> dict[str, Any]:
+    """Which draw decided the early stop and which confirmed it: per draw its seeds and sizes, and the
+    figures and outcome it gave (the stopping draw: its last check, the one that stopped the run if
+    any; the confirming draw: the verification's forgetting checks). ``disjoint`` is measured on the
+    row sets, not assumed."""
+    n_forget = int(result.metrics.get("forget.train_studies", 0))
+    out: dict[str, Any] = {}
+    stop = result.draws.get(STOPPING)
+    if stop is not None:
+        last = result.checks[-1] if result.checks else {}
+        out[STOPPING] = stop.describe(n_forget) | {
+            "checks_run": len(result.checks),
+            "decided": "stopped the unlearning" if result.stop_reason == "stop_check_passed" else "no stop",
+            "step": int(last["step"]) if last else None,
+            "passed": bool(last.get("passed", 0.0)) if last else None,
+            "mia_auc_forget_vs_heldout": _finite(last.get("mia_auc_forget_vs_heldout")),
+            "alignment_forget_minus_heldout": _finite(last.get("alignment_forget_minus_heldout")),
+        }
+    confirm, ver = result.draws.get(CONFIRMING), result.verification
+    if confirm is not None and ver is not None:
+        out[CONFIRMING] = confirm.describe(n_forget) | {
+            "passed": confirmation_passed(ver),
+            "mia_auc_forget_vs_heldout": _finite(ver.metrics.get("mia.unlearned.auc_forget_vs_heldout")),
+            "alignment_forget_minus_heldout": _finite(
+                ver.metrics.get("alignment.unlearned.forget_minus_heldout")
+            ),
+        }
+    if stop is not None and confirm is not None:
+        out["disjoint"] = stop.disjoint_from(confirm)
+    return out
+
+
+def confirmation_passed(verification: Verification) -> bool:
+    """The fresh attack's forgetting checks (membership inference and alignment on the confirming draw)."""
+    return all(verification.checks.get(k, False) for k in ("membership_inference", "forget_alignment"))
+
+
+def verification_report(result: UnlearnResult, raw_files_note: str) -> dict[str, Any]:
+    """``unlearning/verification.json``: the verification on the confirming draw, the early stop and
+    the draws that decided and confirmed it."""
+    ver = result.verification
+    return {
+        "metrics": ver.metrics if ver is not None else {},
+        "checks": ver.checks if ver is not None else {},
+        "outcome": ver.outcome if ver is not None else "not-run",
+        "early_stop": {
+            "steps": result.metrics.get("unlearn.steps"),
+            "max_steps": result.metrics.get("unlearn.max_steps"),
+            "stop_reason": result.stop_reason,
+            "checks": result.checks,
+        },
+        "draws": draw_records(result),
+        "raw_files": raw_files_note,
+    }
+
+
 def audit_record(
     result: UnlearnResult, from_version: str | None, to_version: str | None, model_name: str
 ) -> dict[str, Any]:
-    """The audit entry: when, list hash, counts, versions, method, outcome, time ratio. No IDs."""
+    """The audit entry: when, list hash, counts, versions, method, outcome, time ratio, and the draws
+    that decided the early stop and confirmed it (seeds, sizes, outcomes). No IDs."""
     ver = result.verification
     ratio = result.metrics.get("time.unlearn_over_retrain", math.nan)
     counts = {k: int(v) for k, v in result.resolution.counts().items()}
+    draws = draw_records(result)
     return {
         "when_utc": purge.utc_now(),
         "forget_list_sha256": result.resolution.list_sha256,
@@ -85,6 +159,9 @@ def audit_record(
         "unlearn_over_retrain": None if math.isnan(ratio) else round(float(ratio), 6),
         "steps": int(result.metrics["unlearn.steps"]) if "unlearn.steps" in result.metrics else None,
         "stop_reason": result.stop_reason or None,
+        "stop_decided_by": draws.get(STOPPING),
+        "confirmed_by": draws.get(CONFIRMING),
+        "draws_disjoint": draws.get("disjoint"),
         "raw_files": "untouched",
     }
 
@@ -105,6 +182,15 @@ def print_summary(result: UnlearnResult) -> None:
             f"(95% CI {c['mia_auc_forget_vs_heldout_ci_low']:.3f}-{c['mia_auc_forget_vs_heldout_ci_high']:.3f}), "
             f"alignment forget-held-out {c['alignment_forget_minus_heldout']:+.3f}, "
             f"{'passed' if c['passed'] else 'not yet'} ({c['seconds']:.1f} s)"
+        )
+    for role, d in draw_records(result).items():
+        if role == "disjoint":
+            continue
+        verdict = "passed" if d["passed"] else ("failed" if d["passed"] is not None else "no check ran")
+        print(
+            f"  {role} draw (partition seed {d['partition_seed']}, attack seed {d['attack_seed']}; "
+            f"{d['members']} members, {d['heldout']} held-out, {d['pool']} pool, {d['forget']} forget): "
+            f"{verdict}" + (f", {d['decided']}" if "decided" in d else ", the verification's attack")
         )
     for key in (
         "mia.original.auc_forget_vs_heldout",

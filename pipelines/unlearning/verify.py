@@ -18,6 +18,16 @@ the model aligns forgotten pairs no better than unseen ones).
 
 **Retained performance**: mean R@1 of every objective pair in both directions on retained training
 studies and on the test split, unlearned vs original; drops must stay within tolerance.
+
+**Two draws: one decides, the other confirms.** The early stop of the unlearning loop fires at the first
+check whose attack passes; a noisy estimate passes by chance sooner or later, so the statistic that
+stopped the run is biased towards passing and cannot also be the evidence that it worked (a winner's
+curse: selection and estimation on the same sample). :func:`attack_draws` therefore partitions the
+members, the held-out studies and the pool once, with ``seed``: the *stopping* draw feeds every early
+stopping check, the disjoint *confirming* draw (``confirm_fraction`` of each group) feeds the final
+verification, a fresh attack fitted on rows the stop never looked at. The forget set is in both: it is
+not a sample but the very studies whose removal is verified. A run whose confirming attack fails is
+reported failed, however its stopping check went.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.special import logsumexp
@@ -34,6 +45,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pipelines.errors import StageError
 from pipelines.evaluation import metrics as M
 from pipelines.evaluation.embeddings import SplitEmbeddings
 from pipelines.evaluation.metrics import l2_normalise
@@ -54,9 +66,27 @@ class VerifyConfig:
         default=0.1, metadata={"help": "allowed drop of retained/test mean R@1 vs the original"}
     )
     bootstrap_resamples: int = 500
-    max_members: int = dataclasses.field(default=512, metadata={"help": "members subsampled for the attack"})
+    max_members: int = dataclasses.field(
+        default=512, metadata={"help": "members subsampled for each attack (stopping and confirming)"}
+    )
+    confirm_fraction: float = dataclasses.field(
+        default=0.5,
+        metadata={
+            "help": "share of the held-out, member and pool studies kept for the confirming attack; the "
+            "early-stopping checks attack the rest (the two draws are disjoint)"
+        },
+    )
     folds: int = 5
-    seed: int = 0
+    seed: int = dataclasses.field(
+        default=0,
+        metadata={"help": "partition into the two draws; the stopping attack's folds and bootstrap"},
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.confirm_fraction < 1.0:
+            raise StageError(
+                f"verify.confirm_fraction must lie strictly between 0 and 1, got {self.confirm_fraction}"
+            )
 
 
 @dataclasses.dataclass
@@ -136,23 +166,81 @@ class AttackResult:
     heldout_membership: float
 
 
-def attack_member_rows(n_members: int, cfg: VerifyConfig) -> np.ndarray:
-    """The members the attack uses (a seeded subsample of ``max_members``): a caller that embeds only
-    these rows gets the same attack."""
-    if n_members <= cfg.max_members:
-        return np.arange(n_members)
-    return np.random.default_rng(cfg.seed).choice(n_members, cfg.max_members, replace=False)
+STOPPING, CONFIRMING = "stopping", "confirming"
+# Rows each attack needs per class: StratifiedKFold with 2 folds needs 2 members and 2 held-out studies.
+MIN_ATTACK_ROWS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackDraw:
+    """The rows one membership attack uses: indices into the members, held-out and pool groups (the
+    forget set is always whole); ``seed`` seeds its folds and bootstrap, ``partition_seed`` drew the
+    rows (shared by the two draws of one partition)."""
+
+    role: str
+    seed: int
+    partition_seed: int
+    members: np.ndarray
+    heldout: np.ndarray
+    pool: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {"members": len(self.members), "heldout": len(self.heldout), "pool": len(self.pool)}
+
+    def describe(self, n_forget: int) -> dict[str, Any]:
+        """What a record says about this draw: its role, seeds and sizes (no row identities)."""
+        seeds = {"partition_seed": int(self.partition_seed), "attack_seed": int(self.seed)}
+        return {"draw": self.role} | seeds | self.sizes() | {"forget": int(n_forget)}
+
+    def disjoint_from(self, other: AttackDraw) -> bool:
+        """No member, held-out or pool row in both draws."""
+        return all(
+            not set(getattr(self, g).tolist()) & set(getattr(other, g).tolist())
+            for g in ("members", "heldout", "pool")
+        )
+
+
+def attack_draws(
+    n_members: int, n_heldout: int, n_pool: int, cfg: VerifyConfig, stopping: bool = True
+) -> dict[str, AttackDraw]:
+    """``{"stopping": ..., "confirming": ...}``: one seeded partition of each group into two disjoint
+    draws (the confirming one gets ``ceil(confirm_fraction * n)`` rows, members capped at
+    ``max_members`` per draw). Without ``stopping`` (no early-stopping checks will run) the confirming
+    draw takes every row. Raises :class:`StageError` when a draw would have too few studies to attack."""
+    sizes = {"members": n_members, "heldout": n_heldout, "pool": n_pool}
+    rng = np.random.default_rng(cfg.seed)
+    order = {name: rng.permutation(n) for name, n in sizes.items()}
+    cut = {name: math.ceil(cfg.confirm_fraction * n) if stopping else n for name, n in sizes.items()}
+    for name in ("members", "heldout"):
+        smallest = min(cut[name], sizes[name] - cut[name]) if stopping else sizes[name]
+        if smallest < MIN_ATTACK_ROWS:
+            raise StageError(
+                f"{sizes[name]} {name} studies leave {smallest} to one membership attack, which needs "
+                f"{MIN_ATTACK_ROWS}"
+                + (" (the early-stopping and the confirming attack use disjoint halves)" if stopping else "")
+            )
+
+    def rows(name: str, confirming: bool) -> np.ndarray:
+        chosen = order[name][: cut[name]] if confirming else order[name][cut[name] :]
+        return np.sort(chosen[: cfg.max_members] if name == "members" else chosen)
+
+    draws = {CONFIRMING: AttackDraw(CONFIRMING, cfg.seed + 1, cfg.seed, **{n: rows(n, True) for n in sizes})}
+    if stopping:
+        stop = AttackDraw(STOPPING, cfg.seed, cfg.seed, **{n: rows(n, False) for n in sizes})
+        draws = {STOPPING: stop} | draws
+    return draws
 
 
 def membership_attack(
-    members: np.ndarray, heldout: np.ndarray, forget: np.ndarray, cfg: VerifyConfig
+    members: np.ndarray, heldout: np.ndarray, forget: np.ndarray, cfg: VerifyConfig, seed: int | None = None
 ) -> AttackResult:
-    """Fit members-vs-held-out on per-study features; score the forget set (see module docstring)."""
-    members = members[attack_member_rows(len(members), cfg)]
+    """Fit members-vs-held-out on per-study features; score the forget set (see module docstring).
+    ``seed`` (default ``cfg.seed``) seeds the folds and the bootstrap."""
+    seed = cfg.seed if seed is None else seed
     x = np.concatenate([members, heldout])
     y = np.concatenate([np.ones(len(members), int), np.zeros(len(heldout), int)])
     folds = max(2, min(cfg.folds, len(heldout), len(members)))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=cfg.seed)
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     out_of_fold = cross_val_predict(_attack(), x, y, cv=cv, method="predict_proba")[:, 1]
     attack = _attack().fit(x, y)
     forget_scores = attack.predict_proba(forget)[:, 1]
@@ -162,7 +250,7 @@ def membership_attack(
     return AttackResult(
         power_auc=M.auroc(y, out_of_fold),
         forget_auc=M.auroc(y_fh, s_fh),
-        forget_auc_ci=bootstrap_auc_ci(y_fh, s_fh, cfg.bootstrap_resamples, cfg.seed),
+        forget_auc_ci=bootstrap_auc_ci(y_fh, s_fh, cfg.bootstrap_resamples, seed),
         forget_membership=float(np.mean(forget_scores >= 0.5)),
         heldout_membership=float(np.mean(heldout_scores >= 0.5)),
     )
@@ -199,13 +287,25 @@ class ModelEmbeddings:
     pool: SplitEmbeddings
     logit_scale: float
 
+    def take(self, draw: AttackDraw) -> ModelEmbeddings:
+        """The draw's rows of members, held-out and pool; the whole forget set."""
+        return dataclasses.replace(
+            self,
+            members=self.members.rows(draw.members),
+            heldout=self.heldout.rows(draw.heldout),
+            pool=self.pool.rows(draw.pool),
+        )
 
-def attack_on(model: ModelEmbeddings, pairs: Sequence[tuple[str, str]], cfg: VerifyConfig) -> AttackResult:
+
+def attack_on(
+    model: ModelEmbeddings, pairs: Sequence[tuple[str, str]], cfg: VerifyConfig, seed: int | None = None
+) -> AttackResult:
+    """The attack on every row of ``model``'s groups (pass ``model.take(draw)`` and ``draw.seed``)."""
     feats = {
         name: pair_features(getattr(model, name), model.pool, pairs, model.logit_scale)
         for name in ("members", "heldout", "forget")
     }
-    return membership_attack(feats["members"], feats["heldout"], feats["forget"], cfg)
+    return membership_attack(feats["members"], feats["heldout"], feats["forget"], cfg, seed)
 
 
 def attack_metrics(name: str, result: AttackResult) -> dict[str, float]:
@@ -220,13 +320,17 @@ def attack_metrics(name: str, result: AttackResult) -> dict[str, float]:
 
 
 def alignment_metrics(
-    name: str, model: ModelEmbeddings, pairs: Sequence[tuple[str, str]], cfg: VerifyConfig
+    name: str,
+    model: ModelEmbeddings,
+    pairs: Sequence[tuple[str, str]],
+    cfg: VerifyConfig,
+    seed: int | None = None,
 ) -> dict[str, float]:
     diff, low, high = bootstrap_mean_diff(
         mean_pair_cosine(model.forget, pairs),
         mean_pair_cosine(model.heldout, pairs),
         cfg.bootstrap_resamples,
-        cfg.seed,
+        cfg.seed if seed is None else seed,
     )
     return {
         f"alignment.{name}.forget_minus_heldout": diff,
@@ -252,12 +356,13 @@ def check_forgetting(
     pairs: Sequence[tuple[str, str]],
     cfg: VerifyConfig,
     reference_auc: float = 0.5,
+    seed: int | None = None,
 ) -> Verification:
-    """The cheap part of the verification on one model (attack + alignment, no original needed): the
-    early-stopping criterion of the unlearning loop. Same functions, seeds and tolerances as
-    :func:`verify_unlearning`, so a model that passes here passes those two checks there."""
-    m = attack_metrics("unlearned", attack_on(model, pairs, cfg)) | alignment_metrics(
-        "unlearned", model, pairs, cfg
+    """The cheap part of the verification on every row of ``model`` (attack + alignment, no original
+    needed): the early-stopping criterion of the unlearning loop, on the stopping draw's rows. Same
+    functions and tolerances as :func:`verify_unlearning`, which repeats them on the confirming draw."""
+    m = attack_metrics("unlearned", attack_on(model, pairs, cfg, seed)) | alignment_metrics(
+        "unlearned", model, pairs, cfg, seed
     )
     return Verification(m, forgetting_checks(m, "unlearned", reference_auc, cfg))
 
@@ -268,18 +373,29 @@ def verify_unlearning(
     pairs: Sequence[tuple[str, str]],
     cfg: VerifyConfig,
     retrained: ModelEmbeddings | None = None,
+    draw: AttackDraw | None = None,
 ) -> Verification:
-    """Metrics and pass/fail checks (see module docstring). ``retrained`` is the gold standard when run."""
+    """Metrics and pass/fail checks (see module docstring). ``retrained`` is the gold standard when run.
+
+    Membership inference and alignment run on ``draw`` (default: the confirming draw of
+    :func:`attack_draws`, disjoint from the rows the early-stopping checks attacked); the retained
+    retrieval checks use every member and held-out study."""
+    if draw is None:
+        draw = attack_draws(
+            len(original.members.keys), len(original.heldout.keys), len(original.pool.keys), cfg
+        )[CONFIRMING]
+    models = {"original": original, "unlearned": unlearned} | (
+        {"retrained": retrained} if retrained is not None else {}
+    )
+    drawn = {name: model.take(draw) for name, model in models.items()}
     m: dict[str, float] = {}
-    attacks = {"original": attack_on(original, pairs, cfg), "unlearned": attack_on(unlearned, pairs, cfg)}
-    if retrained is not None:
-        attacks["retrained"] = attack_on(retrained, pairs, cfg)
+    attacks = {name: attack_on(model, pairs, cfg, draw.seed) for name, model in drawn.items()}
     for name, result in attacks.items():
         m.update(attack_metrics(name, result))
     reference = attacks["retrained"].forget_auc if retrained is not None else 0.5
     m["mia.reference_auc"] = reference
-    for name, model in (("original", original), ("unlearned", unlearned)):
-        m.update(alignment_metrics(name, model, pairs, cfg))
+    for name in ("original", "unlearned"):
+        m.update(alignment_metrics(name, drawn[name], pairs, cfg, draw.seed))
     checks = forgetting_checks(m, "unlearned", reference, cfg)
 
     for group in ("members", "heldout"):

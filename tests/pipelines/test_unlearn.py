@@ -14,9 +14,10 @@ from pipelines.config import load_config
 from pipelines.data.dataset import StudyDataset
 from pipelines.unlearn import UnlearnConfig, audit_path, unlearn
 from pipelines.unlearning import audit
+from pipelines.unlearning.forgetting import ForgettingCheck
 from pipelines.unlearning.methods import MethodConfig
-from pipelines.unlearning.records import audit_record, version_tags
-from pipelines.unlearning.verify import Verification, VerifyConfig
+from pipelines.unlearning.records import audit_record, verification_report, version_tags
+from pipelines.unlearning.verify import CONFIRMING, STOPPING, Verification, VerifyConfig, attack_draws
 from tests.pipelines.train_helpers import tiny_more_config
 from tests.pipelines.unlearning.helpers import SALT, accession, mrn, write_hashed_dataset
 
@@ -136,9 +137,58 @@ def test_the_stage_stops_at_the_first_passing_check_and_records_it(tmp_path: Pat
     )
     torch.manual_seed(0)
     result = unlearn(cfg, train_cfg, MultimodalModel(train_cfg.model))
-    assert result.stop_reason == "verified" and result.metrics["unlearn.steps"] == 2
+    assert result.stop_reason == "stop_check_passed" and result.metrics["unlearn.steps"] == 2
     assert [c["step"] for c in result.checks] == [2.0] and result.checks[0]["passed"] == 1.0
     assert result.metrics["unlearn.stopped_early"] == 1.0 and result.metrics["time.checks_s"] > 0
-    assert version_tags(result, "1", result.verification)["unlearning_stop_reason"] == "verified"
+    assert version_tags(result, "1", result.verification)["unlearning_stop_reason"] == "stop_check_passed"
     record = audit_record(result, "1", "2", "tiny")
-    assert record["steps"] == 2 and record["stop_reason"] == "verified"
+    assert record["steps"] == 2 and record["stop_reason"] == "stop_check_passed"
+    # 25 retained members, 6 held-out (test), 6 pool (val): two disjoint draws, the larger half confirms.
+    assert set(result.draws) == {STOPPING, CONFIRMING}
+    assert result.draws[STOPPING].disjoint_from(result.draws[CONFIRMING])
+    assert record["stop_decided_by"] == {
+        "draw": STOPPING,
+        "partition_seed": 0,
+        "attack_seed": 0,
+        "members": 12,
+        "heldout": 3,
+        "pool": 3,
+        "forget": 3,
+        "checks_run": 1,
+        "decided": "stopped the unlearning",
+        "step": 2,
+        "passed": True,
+        "mia_auc_forget_vs_heldout": round(result.checks[0]["mia_auc_forget_vs_heldout"], 6),
+        "alignment_forget_minus_heldout": round(result.checks[0]["alignment_forget_minus_heldout"], 6),
+    }
+    confirmed = record["confirmed_by"]
+    assert (confirmed["draw"], confirmed["attack_seed"], confirmed["members"], confirmed["heldout"]) == (
+        CONFIRMING,
+        1,
+        13,
+        3,
+    )
+    assert confirmed["passed"] is True and record["draws_disjoint"] is True
+    assert confirmed["mia_auc_forget_vs_heldout"] == round(
+        result.verification.metrics["mia.unlearned.auc_forget_vs_heldout"], 6
+    )
+    report = verification_report(result, "note")
+    assert report["draws"][STOPPING]["step"] == 2 and report["draws"][CONFIRMING]["passed"] is True
+
+
+def test_the_stopping_check_embeds_only_its_draw_and_never_a_confirming_row(tmp_path: Path) -> None:
+    cfg, train_cfg = _stage(tmp_path, "laf", [mrn(0)])
+    root = Path(train_cfg.data_root)
+    groups = {
+        "members": StudyDataset(root, "train", train_cfg.views),
+        "heldout": StudyDataset(root, "test", train_cfg.views),
+        "pool": StudyDataset(root, "val", train_cfg.views),
+        "forget": [],
+    }
+    check = ForgettingCheck(groups, train_cfg, torch.device("cpu"), cfg.verify, 0.5)
+    draws = attack_draws(len(groups["members"]), len(groups["heldout"]), len(groups["pool"]), cfg.verify)
+    for name in ("members", "heldout", "pool"):
+        checked = set(check.groups[name].keys)
+        confirming = {groups[name].keys[i] for i in getattr(draws[CONFIRMING], name)}
+        assert checked and confirming and not checked & confirming, name
+        assert checked | confirming == set(groups[name].keys), name

@@ -10,10 +10,13 @@ import pandas as pd
 from encoders import LoraSettings, MultimodalConfig, PairSpec, TowerConfig
 from pipelines.data import ids
 from pipelines.data.dataset import ViewSpec
+from pipelines.evaluation.embeddings import SplitEmbeddings
 from pipelines.training import ObjectiveConfig, TrainConfig
+from pipelines.unlearning.verify import STOPPING, AttackDraw, ModelEmbeddings
 from tests.pipelines.processed_fixture import write_processed_dataset
 
 SALT = "test-salt-0123"
+SYNTHETIC_PAIRS = [("xray", "radiology_report")]
 MODALITIES = ("xray", "ecg", "reports", "speech")
 
 
@@ -78,3 +81,35 @@ def tiny_pair_config(data_root: Path) -> TrainConfig:
         threads=1,
         precision="fp32",  # auto would be bf16 on a CPU with native bf16: figures must not depend on the machine
     )
+
+
+def synthetic_group(n: int, noise: float, seed: int) -> SplitEmbeddings:
+    """Pairs whose report is the image plus noise: small noise = tightly aligned (memorised) pairs."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    r = x + noise * rng.normal(size=(n, 16))
+    present = {"xray": np.ones(n, bool), "radiology_report": np.ones(n, bool)}
+    return SplitEmbeddings([f"k{i}" for i in range(n)], {"xray": x, "radiology_report": r}, present)
+
+
+def synthetic_model(forget_noise: float, seed: int = 0) -> ModelEmbeddings:
+    return ModelEmbeddings(
+        members=synthetic_group(120, 0.2, seed),
+        heldout=synthetic_group(60, 0.8, seed + 1),
+        forget=synthetic_group(20, forget_noise, seed + 2),
+        pool=synthetic_group(40, 0.8, seed + 3),
+        logit_scale=10.0,
+    )
+
+
+def lucky_stop_model(draws: dict[str, AttackDraw]) -> ModelEmbeddings:
+    """The forget set is still memorised (pairs as tight as the members'); the held-out studies that
+    the stopping draw picked happen to be as tight as members too (an unrepresentative sample), the
+    confirming draw's are as loose as unseen pairs are."""
+    model = synthetic_model(0.2)
+    tight = synthetic_group(len(model.heldout.keys), 0.2, seed=11)
+    stop_rows = draws[STOPPING].heldout
+    for view in ("xray", "radiology_report"):
+        model.heldout.embeddings[view][stop_rows] = tight.embeddings[view][stop_rows]
+    return model

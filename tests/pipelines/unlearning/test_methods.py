@@ -20,7 +20,7 @@ from pipelines.data.dataset import StudyDataset
 from pipelines.training import TrainConfig
 from pipelines.unlearning.forgetting import ForgettingCheck, model_embeddings
 from pipelines.unlearning.methods import ItemList, MethodConfig, StudySubset, is_check_step, unlearn_model
-from pipelines.unlearning.verify import VerifyConfig, check_forgetting, verify_unlearning
+from pipelines.unlearning.verify import VerifyConfig, attack_draws, check_forgetting, verify_unlearning
 from tests.pipelines.unlearning.helpers import tiny_pair_config, write_random_pairs_dataset
 
 CPU = torch.device("cpu")
@@ -121,23 +121,28 @@ def test_laf_removes_what_the_model_memorised_and_keeps_the_retained_pairs(memor
     assert before["alignment.unlearned.forget_minus_heldout"] > 0.3
 
     outcome = _laf(memorised, LAF)
-    assert outcome.stop_reason == "verified" and outcome.steps < LAF.steps
+    assert outcome.stop_reason == "stop_check_passed" and outcome.steps < LAF.steps
     assert [int(c["step"]) for c in outcome.checks] == list(range(5, outcome.steps + 1, 5))
     assert [c["passed"] for c in outcome.checks] == [0.0] * (len(outcome.checks) - 1) + [1.0]
 
     after = model_embeddings(outcome.model, memorised.groups, memorised.cfg, CPU)
     result = verify_unlearning(original, after, PAIRS, VERIFY)
     m = result.metrics
+    # The check that stopped the run attacked the stopping draw; the verification a fresh, disjoint one.
+    g = memorised.groups
+    stop, confirm = attack_draws(len(g["members"]), len(g["heldout"]), len(g["pool"]), VERIFY).values()
+    assert stop.disjoint_from(confirm)
+    on_stop = check_forgetting(after.take(stop), PAIRS, VERIFY, seed=stop.seed).metrics
+    on_confirm = check_forgetting(after.take(confirm), PAIRS, VERIFY, seed=confirm.seed).metrics
+    key = "mia.unlearned.auc_forget_vs_heldout"
+    assert outcome.checks[-1]["mia_auc_forget_vs_heldout"] == pytest.approx(on_stop[key])
+    assert m[key] == pytest.approx(on_confirm[key])
     assert abs(m["mia.unlearned.auc_forget_vs_heldout"] - 0.5) <= VERIFY.mia_tolerance
     assert m["alignment.unlearned.forget_minus_heldout"] <= VERIFY.alignment_tolerance
     retained_drop = (
         m["retained.retained_train.mean_r@1.original"] - m["retained.retained_train.mean_r@1.unlearned"]
     )
     assert m["retained.retained_train.mean_r@1.original"] > 0.5 and retained_drop <= VERIFY.retained_tolerance
-    # The check and the final verification run the same attack on the same rows: same figure.
-    assert outcome.checks[-1]["mia_auc_forget_vs_heldout"] == pytest.approx(
-        m["mia.unlearned.auc_forget_vs_heldout"]
-    )
 
 
 def test_without_a_passing_check_laf_runs_to_max_steps(memorised: Memorised) -> None:
@@ -152,7 +157,7 @@ def test_without_a_passing_check_laf_runs_to_max_steps(memorised: Memorised) -> 
 def test_a_run_stopped_at_step_k_equals_the_first_k_steps_without_checks(memorised: Memorised) -> None:
     always = dataclasses.replace(VERIFY, mia_tolerance=1.0, alignment_tolerance=2.0)
     stopped = _laf(memorised, dataclasses.replace(LAF, steps=20, check_every=3, min_steps=3), always)
-    assert stopped.stop_reason == "verified" and stopped.steps == 3
+    assert stopped.stop_reason == "stop_check_passed" and stopped.steps == 3
     plain = unlearn_model(
         memorised.model,
         memorised.forget,

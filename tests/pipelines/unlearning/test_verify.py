@@ -1,38 +1,29 @@
-"""Verification core on synthetic embeddings: the attack sees memorised pairs, not fresh ones."""
+"""Verification core on synthetic embeddings: the attack sees memorised pairs, not fresh ones; the
+early stop and the verification attack disjoint draws, and only the fresh one confirms."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 
-from pipelines.evaluation.embeddings import SplitEmbeddings
-from pipelines.unlearning.verify import ModelEmbeddings, VerifyConfig, verify_unlearning
-
-PAIRS = [("xray", "radiology_report")]
-
-
-def _group(n: int, noise: float, seed: int) -> SplitEmbeddings:
-    """Pairs whose report is the image plus noise: small noise = tightly aligned (memorised) pairs."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 16))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    r = x + noise * rng.normal(size=(n, 16))
-    present = {"xray": np.ones(n, bool), "radiology_report": np.ones(n, bool)}
-    return SplitEmbeddings([f"k{i}" for i in range(n)], {"xray": x, "radiology_report": r}, present)
-
-
-def _model(forget_noise: float, seed: int = 0) -> ModelEmbeddings:
-    return ModelEmbeddings(
-        members=_group(120, 0.2, seed),
-        heldout=_group(60, 0.8, seed + 1),
-        forget=_group(20, forget_noise, seed + 2),
-        pool=_group(40, 0.8, seed + 3),
-        logit_scale=10.0,
-    )
+from pipelines.errors import StageError
+from pipelines.unlearning.verify import (
+    CONFIRMING,
+    STOPPING,
+    VerifyConfig,
+    attack_draws,
+    check_forgetting,
+    verify_unlearning,
+)
+from tests.pipelines.unlearning.helpers import SYNTHETIC_PAIRS as PAIRS
+from tests.pipelines.unlearning.helpers import lucky_stop_model, synthetic_model
 
 
 def test_memorised_forget_pairs_fail_and_unseen_like_pairs_pass() -> None:
     cfg = VerifyConfig(bootstrap_resamples=200)
-    original, forgotten = _model(0.2), _model(0.8)
+    original, forgotten = synthetic_model(0.2), synthetic_model(0.8)
     result = verify_unlearning(original, forgotten, PAIRS, cfg)
     m = result.metrics
     assert m["mia.original.attack_auc_members_vs_heldout"] > 0.9
@@ -52,10 +43,71 @@ def test_memorised_forget_pairs_fail_and_unseen_like_pairs_pass() -> None:
 
 
 def test_a_retained_retrieval_collapse_fails_verification() -> None:
-    original = _model(0.8)
+    original = synthetic_model(0.8)
     rng = np.random.default_rng(5)
-    broken = _model(0.8)
+    broken = synthetic_model(0.8)
     for group in (broken.members, broken.heldout):
         group.embeddings["radiology_report"] = rng.normal(size=group.embeddings["radiology_report"].shape)
     result = verify_unlearning(original, broken, PAIRS, VerifyConfig(bootstrap_resamples=50))
     assert not result.checks["retained_test_retrieval"] and not result.passed
+
+
+def _draw_rows(draws: dict, group: str) -> tuple[set[int], set[int]]:
+    return set(getattr(draws[STOPPING], group).tolist()), set(getattr(draws[CONFIRMING], group).tolist())
+
+
+def test_the_stopping_and_confirming_draws_are_disjoint_seeded_halves() -> None:
+    cfg = VerifyConfig(seed=3)
+    draws = attack_draws(120, 61, 40, cfg)
+    for group, n in (("members", 120), ("heldout", 61), ("pool", 40)):
+        stop, confirm = _draw_rows(draws, group)
+        assert not stop & confirm and stop | confirm == set(range(n))
+    assert draws[CONFIRMING].sizes() == {"members": 60, "heldout": 31, "pool": 20}  # ceil: confirmation
+    assert draws[STOPPING].sizes() == {"members": 60, "heldout": 30, "pool": 20}
+    assert draws[STOPPING].disjoint_from(draws[CONFIRMING])
+    assert (draws[STOPPING].seed, draws[CONFIRMING].seed) == (3, 4)
+    assert {d.partition_seed for d in draws.values()} == {3}
+    again = attack_draws(120, 61, 40, cfg)
+    assert np.array_equal(again[STOPPING].heldout, draws[STOPPING].heldout)
+    other = attack_draws(120, 61, 40, dataclasses.replace(cfg, seed=4))
+    assert not np.array_equal(other[STOPPING].heldout, draws[STOPPING].heldout)
+
+
+def test_members_are_capped_per_draw_and_without_early_stopping_the_confirmation_takes_every_row() -> None:
+    cfg = VerifyConfig(max_members=50)
+    draws = attack_draws(1000, 20, 10, cfg)
+    stop, confirm = _draw_rows(draws, "members")
+    assert len(stop) == len(confirm) == 50 and not stop & confirm
+    alone = attack_draws(1000, 20, 10, cfg, stopping=False)
+    assert set(alone) == {CONFIRMING}
+    assert len(alone[CONFIRMING].members) == 50 and set(alone[CONFIRMING].heldout.tolist()) == set(range(20))
+
+
+def test_too_few_held_out_studies_for_two_attacks_is_refused() -> None:
+    with pytest.raises(StageError, match="heldout studies leave 1"):
+        attack_draws(40, 3, 10, VerifyConfig())
+    assert set(attack_draws(40, 3, 10, VerifyConfig(), stopping=False)) == {CONFIRMING}
+    with pytest.raises(StageError, match="confirm_fraction"):
+        VerifyConfig(confirm_fraction=1.0)
+
+
+def test_a_stop_passed_by_chance_is_not_confirmed_by_the_fresh_attack() -> None:
+    cfg = VerifyConfig(bootstrap_resamples=200)
+    original = synthetic_model(0.2)
+    draws = attack_draws(len(original.members.keys), len(original.heldout.keys), len(original.pool.keys), cfg)
+    lucky = lucky_stop_model(draws)
+
+    stopping = check_forgetting(lucky.take(draws[STOPPING]), PAIRS, cfg, seed=draws[STOPPING].seed)
+    assert stopping.passed  # the early stop would fire here
+
+    confirmed = verify_unlearning(lucky, lucky, PAIRS, cfg, draw=draws[CONFIRMING])
+    assert not confirmed.checks["membership_inference"] and not confirmed.checks["forget_alignment"]
+    assert (
+        confirmed.checks["retained_test_retrieval"] and confirmed.checks["retained_retained_train_retrieval"]
+    )
+    assert confirmed.outcome == "failed"
+    assert confirmed.metrics["mia.unlearned.auc_forget_vs_heldout"] > 0.9
+    # The default draw of the verification is the confirming one.
+    assert verify_unlearning(lucky, lucky, PAIRS, cfg).metrics == confirmed.metrics
+    # Confirming on the draw that decided the stop (the defect) would have called it verified.
+    assert verify_unlearning(lucky, lucky, PAIRS, cfg, draw=draws[STOPPING]).passed
