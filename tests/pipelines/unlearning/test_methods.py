@@ -29,7 +29,7 @@ N_FORGET = 8
 VERIFY = VerifyConfig(bootstrap_resamples=200, folds=3)
 # Strong retain term, small steps: memorised random pairs are fragile, any drift of the towers loses them.
 LAF = MethodConfig(
-    steps=60, lr=3e-4, batch_size=32, retain_weight=20.0, match_temperature=0.05, check_every=5, min_steps=5
+    steps=90, lr=2e-4, batch_size=32, retain_weight=20.0, match_temperature=0.05, check_every=5, min_steps=5
 )
 
 
