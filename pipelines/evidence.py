@@ -3,7 +3,7 @@ on this project made, with numbers and their uncertainty.
 
 fsdd  Free Spoken Digit Dataset through the ``fsdd-speakers`` adapter: speech <-> text trained on the
       training speakers (CWCL and CLIP side by side, same data, seed and budget; the speech tower is
-      ``speech_tower``, by default a small log-mel Whisper encoder), evaluated zero-shot
+      ``speech_tower``, by default the pretrained Whisper tiny.en encoder with LoRA), evaluated zero-shot
       on unseen speakers: each test utterance is scored against the ten digit words (the zero-shot
       classifier's softmax over the words, nothing fitted) -> accuracy with a bootstrap 95% CI. Also a held-out-digits split (train
       on 0-6, prompt for 7-9 among those three words), reported whatever it gives.
