@@ -35,21 +35,10 @@ class ViewEncoder(nn.Module):
             inputs = batch.get(view)
             if inputs is None:
                 continue
+            # The view's modality says what its tower needs (ECG lead mask, speech lengths, image size).
             tower_cfg = self.model.config.towers[spec.tower]
-            if tower_cfg.kind == "ecg":
-                features[view] = self.model.encode(spec.tower, inputs, lead_mask=batch[f"{view}_lead_mask"])
-            elif tower_cfg.kind == "audio":
-                features[view] = self.model.encode(spec.tower, inputs, lengths=batch.get(f"{view}_length"))
-            elif tower_cfg.kind == "image":
-                size = tower_cfg.image_size_px
-                if inputs.shape[-1] != size or inputs.shape[-2] != size:
-                    # Shards are stored at the preprocessing size; the tower may train at a smaller one.
-                    inputs = nn.functional.interpolate(
-                        inputs, size=(size, size), mode="bilinear", antialias=True
-                    )
-                features[view] = self.model.encode(spec.tower, inputs)
-            else:
-                features[view] = self.model.encode(spec.tower, inputs)
+            inputs, kwargs = registry.view_kind(spec).tower_inputs(view, batch, tower_cfg)
+            features[view] = self.model.encode(spec.tower, inputs, **kwargs)
         return features, self.model.logit_scale * 1.0
 
 
