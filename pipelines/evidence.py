@@ -63,6 +63,9 @@ def fsdd_speech_tower() -> TowerConfig:
     pooled over the unseen-speaker folds); the pretrained encoder has heard thousands of speakers: a
     logistic regression on its frozen features scores 0.976 on unseen FSDD speakers (one fold per
     speaker, every 4th file). LoRA (r 8) on attention and MLP, and the projection, are what trains.
+    Zero-shot by the ten digit words (configs/evidence.yaml with epochs=5, CWCL): george 0.972, jackson
+    0.988, lucas 0.998, nicolas 0.912 (frozen encoder: 0.886); four folds pooled 0.968 (95% CI
+    0.960-0.975, n=2000), against 0.70 for the from-scratch tower.
     """
     return TowerConfig(
         kind="audio",
