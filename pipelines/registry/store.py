@@ -81,8 +81,17 @@ def activate_experiment(name: str) -> str:
     """``mlflow.set_experiment(name)`` that also holds when another process creates ``name`` at the
     same moment; returns the experiment id."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    experiment_id = mlflow.set_experiment(name).experiment_id
+    try:
+        experiment_id = mlflow.set_experiment(name).experiment_id
+    except MlflowException:
+        # A tracking server on PostgreSQL can report the creation race as a unique-constraint error
+        # rather than RESOURCE_ALREADY_EXISTS: the experiment exists then, made by the other process.
+        existing = mlflow.MlflowClient().get_experiment_by_name(name)
+        if existing is None:
+            raise
+        experiment_id = existing.experiment_id
     # On the creation race MLflow returns before activating the experiment (fluent.set_experiment).
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id

@@ -74,9 +74,10 @@ def test_an_unauthenticated_client_is_refused(team: TeamServer) -> None:
 
 _CLIENT = """
 import sys, mlflow
+from pipelines.registry.store import activate_experiment
 uri, experiment, name = sys.argv[1:4]
 mlflow.set_tracking_uri(uri)
-mlflow.set_experiment(experiment)
+activate_experiment(experiment)  # as every stage does (stage_run): both clients race to create it
 with mlflow.start_run(run_name=name) as run:
     for i in range(20):
         mlflow.log_param(f"p{i}", f"{name}-{i}")
