@@ -48,20 +48,6 @@ def forward_transfer(matrix: np.ndarray, baseline: Sequence[float]) -> float:
     return float(np.mean([r[j - 1, j] - b[j] for j in range(1, t)]))
 
 
-def top1_hits(queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Per query i: probability that candidate i ranks first by cosine similarity, ties broken at
-    random (``1 / (1 + n tied)`` when nothing scores higher, else 0); the mean is R@1 as in
-    :func:`pipelines.evaluation.metrics.retrieval_recall` with ``ties="expected"``."""
-    q = np.asarray(queries, dtype=np.float64)
-    c = np.asarray(candidates, dtype=np.float64)
-    sims = q @ c.T
-    own = np.diag(sims)[:, None]
-    tol = 1e-9 * np.maximum(1.0, np.abs(own))
-    above = (sims > own + tol).any(axis=1)
-    n_tied = (np.abs(sims - own) <= tol).sum(axis=1)
-    return np.where(above, 0.0, 1.0 / n_tied)
-
-
 def macro_auroc(targets: np.ndarray, scores: np.ndarray) -> float:
     """Unweighted mean over columns (findings) of the AUROC of ``scores[:, c]`` against the binary
     ``targets[:, c]`` on the rows where the target is known (not NaN); columns with a single class are

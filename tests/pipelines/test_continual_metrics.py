@@ -15,9 +15,8 @@ from pipelines.continual_methods.metrics import (
     macro_auroc,
     paired_bootstrap,
     task_entry,
-    top1_hits,
 )
-from pipelines.evaluation.metrics import auroc
+from pipelines.evaluation.metrics import auroc, retrieval_hits
 
 # R[i, j]: performance on task j after training on tasks 0..i.
 R = np.array(
@@ -50,11 +49,11 @@ def test_single_task_has_no_transfer() -> None:
     assert math.isnan(forward_transfer(np.array([[0.7]]), [0.1]))
 
 
-def test_top1_hits_score_ties_as_random_tie_breaking() -> None:
+def test_top1_retrieval_hits_score_ties_as_random_tie_breaking() -> None:
     q = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     c = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
-    assert top1_hits(q, c).tolist() == [1.0, 0.5, 0.5]
-    assert top1_hits(q, c[::-1])[0] == 0.0
+    assert retrieval_hits(q, c, k=1).tolist() == [1.0, 0.5, 0.5]
+    assert retrieval_hits(q, c[::-1], k=1)[0] == 0.0
 
 
 def test_bootstrap_point_estimates_equal_the_matrix_formulas_and_ci_brackets_them() -> None:
