@@ -38,7 +38,7 @@ def run(cfg: TrainConfig) -> int:
     cards = sorted(Path("data_cards").glob(f"{Path(cfg.data_root).name}-*.md"))
     with stage_run(stage, cfg, experiment=cfg.experiment, data_cards=cards) as tracker:
         result = train(cfg, tracker)
-        tracker.set_tags({"precision": result.precision})
+        tracker.set_tags({"precision": result.precision, "optimizer": result.optimizer})
         tracker.log_metrics({f"best.{k}": v for k, v in result.best_metrics.items()}, result.steps)
         tracker.log_metrics({"train.samples_per_s_overall": result.samples_per_s}, result.steps)
         tracker.log_artifacts(str(result.checkpoint_dir / "model"), "checkpoint/model")

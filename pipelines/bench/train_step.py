@@ -49,6 +49,8 @@ from encoders import (
     default_speech_config,
 )
 from encoders.config import LoraSettings, MultimodalConfig, TowerConfig
+from pipelines.training.config import OptimConfig
+from pipelines.training.loop import build_optimizer, optimizer_name
 
 
 @dataclasses.dataclass
@@ -68,8 +70,12 @@ class Config:
     loss_batch_sizes: list[int] = dataclasses.field(default_factory=lambda: [1024, 4096])
     loss_dims: list[int] = dataclasses.field(default_factory=lambda: [256, 512])
     loss_chunk: int = dataclasses.field(default=1024, metadata={"help": "chunk_size of the chunked losses"})
-    fused_adamw: bool = dataclasses.field(
-        default=False, metadata={"help": "our side uses AdamW(fused=True) (open_clip mode)"}
+    their_fused: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "open_clip's side also uses AdamW(fused=True) (open_clip mode; its trainer's default is "
+            "the foreach AdamW)"
+        },
     )
     embed_dim: int = 256
     reference_dim: int = dataclasses.field(default=384, metadata={"help": "MiniLM width (CWCL reference)"})
@@ -190,7 +196,7 @@ def bench_train_step(cfg: Config) -> list[dict]:
     model = MultimodalModel(config).train()
     views, pairs = _views(cfg.task)
     objective = ContrastiveObjective(pairs, kind="cwcl")
-    optimizer = torch.optim.AdamW(model.param_groups(0.05), lr=1e-4)
+    optimizer = build_optimizer(model, OptimConfig(lr=1e-4, weight_decay=0.05))
     generator = torch.Generator().manual_seed(cfg.seed)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     rows = []
@@ -306,9 +312,12 @@ def bench_open_clip(cfg: Config) -> dict:
     theirs = _open_clip_model(cfg.embed_dim, context).train()
     tokens = open_clip.tokenize(reports, context_length=context)
     their_loss = ClipLoss()
-    # The training loop's optimizer is plain AdamW; fused_adamw=true shows what its fused CPU kernel saves.
-    our_optimizer = torch.optim.AdamW(ours.param_groups(0.05), lr=1e-5, fused=cfg.fused_adamw or None)
-    their_optimizer = torch.optim.AdamW(theirs.parameters(), lr=1e-5, weight_decay=0.05)
+    # Our side: the training loop's own optimiser (fused AdamW where torch has it). Theirs: the
+    # AdamW that open_clip_train/main.py builds (torch's default foreach kernel), unless their_fused.
+    our_optimizer = build_optimizer(ours, OptimConfig(lr=1e-5, weight_decay=0.05))
+    their_optimizer = torch.optim.AdamW(
+        theirs.parameters(), lr=1e-5, weight_decay=0.05, fused=cfg.their_fused or None
+    )
 
     def our_step(autocast: torch.autocast) -> None:
         with autocast:
@@ -337,6 +346,7 @@ def bench_open_clip(cfg: Config) -> dict:
         "context_tokens": context,
         "bf16_native": native,
         "bf16_why": why,
+        "optimizers": (optimizer_name(our_optimizer), optimizer_name(their_optimizer)),
         "params_ours": sum(p.numel() for p in ours.parameters() if p.requires_grad),
         "params_theirs": sum(p.numel() for p in theirs.parameters() if p.requires_grad),
         "flops_ours": _flops(lambda: our_step(torch.autocast("cpu", enabled=False))),
@@ -369,6 +379,7 @@ def _print_open_clip(result: dict) -> None:
         f"{result['params_theirs'] / 1e6:.1f} M; FLOPs/step (fwd+bwd): ours "
         f"{result['flops_ours'] / 1e9:.0f} G, open_clip {result['flops_theirs'] / 1e9:.0f} G"
     )
+    print(f"optimizers: ours {result['optimizers'][0]}, open_clip {result['optimizers'][1]}")
     print(f"bf16: {'native' if result['bf16_native'] else 'NOT native'} ({result['bf16_why']})")
     print(
         f"{'precision':>9} {'ours samples/s':>15} {'open_clip samples/s':>20} {'ours/theirs':>12} "

@@ -38,7 +38,9 @@ from pipelines.training.loop import (
     StepOutput,
     StepSource,
     Task,
+    build_optimizer,
     fit,
+    optimizer_name,
 )
 from pipelines.training.objective import build_objective
 from pipelines.training.precision import autocast_context, resolve_precision
@@ -56,7 +58,9 @@ __all__ = [
     "StepSource",
     "StudyBatches",
     "Task",
+    "build_optimizer",
     "fit",
+    "optimizer_name",
     "DistInfo",
     "ObjectiveConfig",
     "OptimConfig",

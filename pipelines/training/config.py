@@ -27,6 +27,13 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
     max_grad_norm: float = 1.0
     accumulation_steps: int = 1
+    fused: Literal["auto", "on", "off"] = dataclasses.field(
+        default="auto",
+        metadata={
+            "help": "AdamW's fused kernel (one pass over all parameters instead of a loop of tensor ops): "
+            "auto = on where torch has it for the parameters' device (CPU, CUDA)"
+        },
+    )
 
 
 @dataclasses.dataclass

