@@ -14,7 +14,8 @@ Three pure functions, used by ``preprocess-reports`` and usable alone:
   (not mentioned), with NegEx-style cue scoping (Chapman et al., J Biomed Inform 34:301, 2001) and
   CheXpert's aggregation of mentions (Irvin et al., AAAI 2019): any positive mention wins, else any
   uncertain, else any negative. Hedges, "likely" and "unlikely" included, are uncertain (the
-  vocabulary file explains why).
+  vocabulary file explains why). Labels of one ``exclusive`` group (the rhythms of an ECG) exclude
+  each other: one stated rhythm is a negative for the unmentioned others.
 
 The vocabulary (labels, synonyms, cues) is data: ``pipelines/resources/vocabulary.yaml``, versioned.
 """
@@ -242,6 +243,9 @@ class Vocabulary:
     labels: tuple[Label, ...]
     cues: Mapping[str, tuple[str, ...]]
     ignore: tuple[str, ...] = ()
+    # Groups of mutually exclusive labels (an ECG has one rhythm): exactly one positive member makes
+    # the unmentioned members negative, the way a reader takes "sinus rhythm" to rule out the others.
+    exclusive: tuple[tuple[str, ...], ...] = ()
     source: str = ""
     sha256: str = ""
     # phrase key -> ((role, label name or ""), ...), and one regex matching every phrase.
@@ -333,11 +337,22 @@ def parse_vocabulary(document: Mapping[str, Any], source: str = "", sha256: str 
                 **{k: _strings(entry.get(k), f"{where} {k}") for k in _LABEL_PHRASE_KINDS},
             )
         )
+    exclusive = []
+    for i, group in enumerate(document.get("exclusive") or []):
+        members = _strings(group, f"{source} exclusive group #{i + 1}")
+        unknown_members = sorted(set(members) - seen)
+        if len(members) < 2 or unknown_members:
+            raise StageError(
+                f"vocabulary {source} exclusive group #{i + 1}: needs 2+ label names"
+                + (f"; unknown {unknown_members}" if unknown_members else "")
+            )
+        exclusive.append(members)
     return Vocabulary(
         version=str(document["version"]),
         labels=tuple(labels),
         cues=cues,
         ignore=_strings(document.get("ignore"), f"{source} ignore"),
+        exclusive=tuple(exclusive),
         source=source,
         sha256=sha256,
     )
@@ -439,6 +454,8 @@ def label_report(text: str, vocabulary: Vocabulary, modality: str | None = None)
     label, CheXpert's rule: positive if any mention is positive, else uncertain if any is, else
     negative if any is, else None. ``no_finding`` is 1 when a normal statement is made and no other
     X-ray finding (support devices aside, as in CheXpert) is positive or uncertain, 0 when one is.
+    In an ``exclusive`` group with exactly one positive label, the unmentioned (None) labels become 0
+    ("Sinus bradycardia." -> SB 1, NSR / STach / AF 0); a stated, hedged or second rhythm is left alone.
     """
     if modality is not None and modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES} or None, got {modality!r}")
@@ -470,4 +487,8 @@ def label_report(text: str, vocabulary: Vocabulary, modality: str | None = None)
             if label.modality == "xray" and label.name not in ("no_finding", "support_devices")
         )
         out["no_finding"] = 0 if abnormal else (1 if normal_stated else None)
+    for group in vocabulary.exclusive:
+        members = [name for name in group if name in out]
+        if sum(out[name] == 1 for name in members) == 1:
+            out.update({name: 0 for name in members if out[name] is None})
     return out

@@ -5,6 +5,8 @@ a random subset of absent findings is stated negatively ("no pleural effusion"),
 lists pertinent negatives. ``report_labels`` returns what the text asserts, per label: 1 (positive),
 0 (negated), -1 (uncertain), absent = not mentioned. That is the truth a report labeller is tested
 against. Some reports carry a name, MRN, date or phone number in the text on purpose (to be scrubbed).
+Cardiology reports state the measurements and the rhythm always and the other ECG codes present or
+negated, so that every demo ECG code has labelled negatives as well as positives.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import datetime as dt
 
 import numpy as np
 
-from pipelines.demo.ecg import ECG_CODE_NAMES
+from pipelines.demo.ecg import ECG_CODE_NAMES, RHYTHMS
 from pipelines.demo.identities import Identity
 
 XRAY_FINDINGS = ("cardiomegaly", "pleural_effusion", "pneumothorax", "consolidation", "edema", "no_finding")
@@ -125,52 +127,112 @@ def radiology_report(
     return Report(f"{header}FINDINGS: {findings_text}\nIMPRESSION: {impression_text}", labels)
 
 
+@dataclasses.dataclass(frozen=True)
+class EcgMeasurements:
+    """The measurement line of a 12-lead ECG (what a cart prints above its interpretation)."""
+
+    rate_bpm: int
+    pr_ms: int | None  # None in atrial fibrillation: no P waves, no PR interval
+    qrs_ms: int
+    qt_ms: int
+    qtc_ms: int
+    axis_deg: int
+
+    def text(self) -> str:
+        parts = [f"Ventricular rate {self.rate_bpm} bpm."]
+        if self.pr_ms is not None:
+            parts.append(f"PR interval {self.pr_ms} ms.")
+        parts.append(f"QRS duration {self.qrs_ms} ms.")
+        parts.append(f"QT/QTc {self.qt_ms}/{self.qtc_ms} ms.")
+        parts.append(f"QRS axis {self.axis_deg} degrees.")
+        return " ".join(parts)
+
+
+def ecg_measurements(dx: tuple[str, ...], heart_rate_bpm: float, rng: np.random.Generator) -> EcgMeasurements:
+    """Rate, PR, QRS, QT/QTc and frontal QRS axis consistent with the simulator's record.
+
+    The rate is the simulator's own. The intervals follow what the simulator does to the beat: no P wave
+    in AF (no PR), QRS Gaussians widened 2.2x in LBBB (QRS >= 130 ms, Strauss et al., Am J Cardiol
+    107:927, 2011), a narrow QRS otherwise (80-105 ms); PR 130-190 ms and QTc 400-445 ms are normal
+    (AHA/ACCF/HRS 2009 recommendations, Rautaharju et al.), QTc longer with the wide QRS of LBBB. QT is
+    QTc times the square root of the RR interval (Bazett 1920). The axis is drawn in the normal range
+    (-10..75 degrees) because the simulator's lead gains do not move it: it never reads as axis deviation.
+    """
+    rr_s = 60.0 / heart_rate_bpm
+    qrs_ms = rng.uniform(130, 165) if "LBBB" in dx else rng.uniform(80, 105)
+    qtc_ms = rng.uniform(440, 480) if "LBBB" in dx else rng.uniform(400, 445)
+    pr_ms = None if "AF" in dx else round(float(rng.uniform(130, 190)))
+    return EcgMeasurements(
+        rate_bpm=round(heart_rate_bpm),
+        pr_ms=pr_ms,
+        qrs_ms=round(float(qrs_ms)),
+        qt_ms=round(float(qtc_ms * np.sqrt(rr_s))),
+        qtc_ms=round(float(qtc_ms)),
+        axis_deg=round(float(rng.uniform(-10, 75))),
+    )
+
+
+_RHYTHM_TEXT = {
+    "NSR": ["Normal sinus rhythm.", "Sinus rhythm, normal rate."],
+    "SB": ["Sinus bradycardia.", "Sinus rhythm with slow rate (bradycardia)."],
+    "STach": ["Sinus tachycardia.", "Sinus rhythm with rapid rate."],
+    "AF": [
+        "Atrial fibrillation with irregularly irregular ventricular response; no discernible P waves.",
+        "Atrial fibrillation.",
+    ],
+}
+# Statements of each non-rhythm code: present, and pertinent negative (what an over-read says when the
+# criteria are not met). The rule labeller reads each as that code's 1 / 0 (tests hold them to it).
+_CODE_TEXT = {
+    "LBBB": (
+        ["Left bundle branch block, QRS duration prolonged.", "Wide QRS with LBBB morphology."],
+        [
+            "QRS duration normal, no bundle branch block.",
+            "Normal intraventricular conduction; no bundle branch block.",
+            "No bundle branch block.",
+        ],
+    ),
+    "LVH": (
+        ["Voltage criteria for left ventricular hypertrophy.", "LVH by voltage."],
+        [
+            "No voltage criteria for left ventricular hypertrophy.",
+            "QRS voltages within normal limits.",
+            "Does not meet voltage criteria for LVH.",
+        ],
+    ),
+    "STE": (
+        ["ST elevation, consider acute injury.", "ST segment elevation in contiguous leads."],
+        ["No ST elevation.", "No acute ST changes.", "No ST segment elevation."],
+    ),
+}
+
+
 def cardiology_report(
     dx: tuple[str, ...],
     heart_rate_bpm: float,
     rng: np.random.Generator,
     identity: Identity | None = None,
+    negation_rate: float = 0.85,
 ) -> Report:
-    """A 12-lead ECG interpretation for diagnosis codes ``dx``; labels are the codes (1) and negations (0)."""
-    labels = {code: 1 for code in dx}
-    lines = [f"Ventricular rate {round(heart_rate_bpm)} bpm."]
-    rhythm = next(c for c in dx if c in ("NSR", "SB", "STach", "AF"))
-    rhythm_text = {
-        "NSR": ["Normal sinus rhythm.", "Sinus rhythm, normal rate."],
-        "SB": ["Sinus bradycardia.", "Sinus rhythm with slow rate (bradycardia)."],
-        "STach": ["Sinus tachycardia.", "Sinus rhythm with rapid rate."],
-        "AF": [
-            "Atrial fibrillation with irregularly irregular ventricular response; no discernible P waves.",
-            "Atrial fibrillation.",
-        ],
-    }[rhythm]
-    lines.append(str(rng.choice(rhythm_text)))
-    if "LBBB" in dx:
-        lines.append(
-            str(
-                rng.choice(
-                    ["Left bundle branch block, QRS duration prolonged.", "Wide QRS with LBBB morphology."]
-                )
-            )
-        )
-    elif rng.random() < 0.5:
-        lines.append("QRS duration normal, no bundle branch block.")
-        labels["LBBB"] = 0
-    if "LVH" in dx:
-        lines.append(
-            str(rng.choice(["Voltage criteria for left ventricular hypertrophy.", "LVH by voltage."]))
-        )
-    if "STE" in dx:
-        lines.append(
-            str(
-                rng.choice(
-                    ["ST elevation, consider acute injury.", "ST segment elevation in contiguous leads."]
-                )
-            )
-        )
-    elif rng.random() < 0.6:
-        lines.append(str(rng.choice(["No ST elevation.", "No acute ST changes."])))
-        labels["STE"] = 0
+    """A 12-lead ECG interpretation for diagnosis codes ``dx``, laid out as a cart prints it: the
+    measurements (rate, PR, QRS, QT/QTc, axis), the rhythm (always), then conduction, voltage and ST,
+    each stated present or, at ``negation_rate``, as a pertinent negative.
+
+    ``labels`` holds every demo code (``ECG_CODES``) the text decides: the stated rhythm 1 and the other
+    rhythms 0 (a record has one rhythm), each other code 1 when present, 0 when negated, absent when
+    the report says nothing about it.
+    """
+    rhythm = next(c for c in dx if c in RHYTHMS)
+    labels = {code: int(code == rhythm) for code in RHYTHMS}
+    lines = [ecg_measurements(dx, heart_rate_bpm, rng).text(), str(rng.choice(_RHYTHM_TEXT[rhythm]))]
+    lines.append("Normal QRS axis.")
+    for code, (present, absent) in _CODE_TEXT.items():
+        if code in dx:
+            lines.append(str(rng.choice(present)))
+            labels[code] = 1
+        elif rng.random() < negation_rate:
+            lines.append(str(rng.choice(absent)))
+            labels[code] = 0
     if identity is not None and rng.random() < 0.2:
         lines.insert(0, f"Patient {identity.full_name} ({identity.mrn}).")
     abnormal = [c for c in dx if c != "NSR"]

@@ -96,6 +96,8 @@ def test_labels_are_written_per_report(processed):
     assert (normal["no_finding"], normal["cardiomegaly"], normal["pleural_effusion"]) == (1, 0, 0)
     ecg = manifest[manifest["kind"] == "cardiology"].iloc[0]
     assert (ecg["STach"], ecg["LBBB"], ecg["STE"]) == (1, 1, 0)
+    assert (ecg["NSR"], ecg["SB"], ecg["AF"]) == (0, 0, 0)  # one stated rhythm rules out the others
+    assert pd.isna(ecg["LVH"])  # not mentioned
 
 
 def test_empty_report_is_rejected_with_a_reason(processed):

@@ -230,7 +230,7 @@ def test_no_finding_needs_a_normal_statement_and_no_abnormal_finding(vocab):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("Sinus rhythm with slow rate (bradycardia).", {"SB": 1, "NSR": None}),
+        ("Sinus rhythm with slow rate (bradycardia).", {"SB": 1, "NSR": 0}),  # SB, not NSR; one rhythm
         (
             "Sinus rhythm, normal rate. QRS duration normal, no bundle branch block.",
             {"NSR": 1, "LBBB": 0, "RBBB": 0},
