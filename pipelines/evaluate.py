@@ -28,7 +28,12 @@ from pipelines.data.dataset import StudyDataset, ViewSpec, more_views
 from pipelines.errors import StageError
 from pipelines.evaluation.embeddings import SplitEmbeddings, embed_split
 from pipelines.evaluation.retrieval import parse_pair, retrieval_and_gap
-from pipelines.evaluation.tasks import ZeroShotTaskConfig, default_zero_shot_tasks, resolve_classes
+from pipelines.evaluation.tasks import (
+    ZeroShotTaskConfig,
+    default_zero_shot_tasks,
+    resolve_classes,
+    resolve_label_sources,
+)
 from pipelines.evaluation.zero_shot import (
     ZeroShotScoringConfig,
     evaluate_tasks,
@@ -110,7 +115,11 @@ def _dataset(cfg: EvaluateConfig, split: str) -> StudyDataset:
 
 
 def with_classes(cfg: EvaluateConfig) -> EvaluateConfig:
-    """``cfg`` with every multi-class task's classes resolved (prompt set, else the data's values)."""
+    """``cfg`` with every multi-class task's classes resolved (prompt set, else the data's values), and
+    with only the views ``data_root`` holds: without reports, tasks take header diagnosis codes."""
+    tasks, views = resolve_label_sources(cfg.tasks, cfg.views, cfg.data_root)
+    pairs = [p for p in cfg.retrieval_pairs if set(parse_pair(p)) <= set(views)]
+    cfg = dataclasses.replace(cfg, tasks=tasks, views=views, retrieval_pairs=pairs)
     splits = list(dict.fromkeys((cfg.train_split, cfg.val_split, cfg.split)))
     tasks = resolve_classes(cfg.tasks, lambda: (_dataset(cfg, s) for s in splits), cfg.data_root)
     return dataclasses.replace(cfg, tasks=tasks)

@@ -148,7 +148,7 @@ def dataset_zero_shot_auroc(
     from pipelines.data.dataset import StudyDataset, ViewSpec
     from pipelines.evaluation.embeddings import embed_split
     from pipelines.evaluation.metrics import evaluate_classification
-    from pipelines.evaluation.tasks import prompt_texts_for
+    from pipelines.evaluation.tasks import prompt_texts_for, view_label_table
     from pipelines.evaluation.zero_shot import (
         ZeroShotClassifier,
         encode_prompts,
@@ -166,7 +166,7 @@ def dataset_zero_shot_auroc(
     probs = ZeroShotClassifier.build(prompts, "pair", logit_scale_of(model)).probabilities(
         split.embeddings[modality][present]
     )
-    table = dataset.labels(modality, label_columns)
+    table = view_label_table(dataset, modality, label_columns)  # adapter cells, else header dx codes
     test_labels = {label: table[label].to_numpy(dtype=float)[present] for label in label_columns}
     test_scores = {label: probs[:, k] for k, label in enumerate(label_columns)}
     result = evaluate_classification(
@@ -186,11 +186,13 @@ def dataset_zero_shot_auroc(
 
 
 def positive_labels(modality_dir: Path, candidates: list[str]) -> list[str]:
-    """Label columns of the manifest with at least one positive (only those can have an AUROC)."""
+    """Labels with at least one positive in the manifest (only those can have an AUROC): its label
+    columns, and where a cell is empty, the records' header diagnosis codes (``dx``, ``scp_codes``)."""
     from pipelines.data.manifest import load_manifest
+    from pipelines.evaluation.tasks import manifest_label_table
 
-    frame = load_manifest(modality_dir)
-    return [c for c in candidates if c in frame.columns and (frame[c].astype(str).isin(["1", "1.0"])).any()]
+    table = manifest_label_table(load_manifest(modality_dir), candidates)
+    return [c for c in candidates if (table[c] == 1).any()]
 
 
 def say_auroc(what: str, result: dict[str, Any]) -> None:

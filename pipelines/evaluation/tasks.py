@@ -3,12 +3,20 @@
 A binary task (findings, diagnoses) scores each label of its prompt set as a positive/negative prompt
 pair; a multi-class task (spoken intents) scores one class per sample as a softmax over the classes'
 prompts. :func:`resolve_classes` fills a multi-class task's classes from its prompt set or the data.
+
+Where a dataset has no reports (PTB-XL, CinC 2021, MIMIC-IV-ECG without its machine statements),
+:func:`resolve_label_sources` points a task at its own view, whose labels are the header diagnosis codes
+of each record (:func:`view_label_table`): the adapters' label cells, else the ``dx`` codes the ECG
+reader keeps (SNOMED CT ids, our label names, PTB-XL SCP codes) or the PTB-XL ``scp_codes`` column.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -115,9 +123,135 @@ def task_labels(
                 columns[c] = np.where(known, (values.astype(str) == c).to_numpy(dtype=float), np.nan)
         else:
             names = label_columns(task)
-            table = dataset.labels(task.labels_from, names)
+            table = view_label_table(dataset, task.labels_from, names)
             columns.update({c: table[c].to_numpy(dtype=float) for c in names})
     return labels
+
+
+# --------------------------------------------------------------------------- header diagnosis codes
+
+# Manifest columns holding a record's header diagnoses: the ECG reader's ``dx`` (the ``# Dx:`` comment:
+# SNOMED CT ids, our label names or SCP codes) and the PTB-XL adapter's ``scp_codes``.
+HEADER_CODE_COLUMNS = ("dx", "scp_codes")
+
+
+@functools.cache
+def _code_to_snomed() -> dict[str, str]:
+    """Header code (lower case) -> SNOMED CT id: our label names (ecg_snomed.yaml, the CinC 2021
+    abbreviations the demo's ``Dx:`` uses) and PTB-XL SCP statements (ptbxl_scp.yaml)."""
+    from pipelines.data.adapters._common import ecg_labels, label_map
+
+    codes = {str(k).lower(): str(v) for k, v in label_map("ptbxl_scp")["scp_to_snomed"].items()}
+    codes.update({name.lower(): str(entry["snomed"][0]) for name, entry in ecg_labels().items()})
+    return codes
+
+
+def _code_text(value: Any) -> str:
+    """A code list cell as text: NaN/None -> "", a number read from CSV (one SNOMED id) -> its digits."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def header_code_cells(dx: Any = "", scp_codes: Any = "") -> dict[str, float]:
+    """Label values (1.0 / 0.0) of one record from its header diagnosis codes, ``{}`` without codes.
+
+    ``dx`` and ``scp_codes`` are code lists (any of ``,;`` or spaces between codes). A SNOMED CT id
+    maps through ecg_snomed.yaml (with the CinC 2021 equivalent classes), an SCP code through
+    ptbxl_scp.yaml, a label name to itself. A code list is a complete statement about the record, as
+    the adapters take it (``ecg_label_cells``): every label not coded is 0. SCP likelihoods are not in
+    the manifest's ``scp_codes``, so a statement there counts as stated; the PTB-XL adapter's own cells,
+    which keep likelihood < 50 uncertain, take precedence (:func:`view_label_table`).
+    """
+    from pipelines.data.adapters._common import ecg_label_cells
+
+    tokens = [t for value in (dx, scp_codes) for t in re.split(r"[,;\s]+", _code_text(value)) if t]
+    if not tokens:
+        return {}
+    lookup = _code_to_snomed()
+    snomed = [t if t.isdigit() else lookup.get(t.lower(), "") for t in tokens]
+    return {label: float(cell) for label, cell in ecg_label_cells([c for c in snomed if c]).items()}
+
+
+def view_label_table(dataset: Any, view: str, names: list[str]) -> Any:
+    """``names`` columns of ``view``'s rows (pandas, NaN = unknown): the manifest's own cells (report
+    labeller, adapter), and where a cell is empty, the row's header diagnosis codes
+    (:func:`header_code_cells`). Rows without codes (reports) keep their cells as they are."""
+    table = dataset.labels(view, list(names))
+    codes = dataset.labels(view, list(HEADER_CODE_COLUMNS))
+    for key, row in codes.iterrows():
+        if table.loc[key].notna().all():
+            continue
+        cells = header_code_cells(row["dx"], row["scp_codes"])
+        for name in names:
+            if name in cells and (table.at[key, name] is None or table.at[key, name] != table.at[key, name]):
+                table.at[key, name] = cells[name]
+    return table
+
+
+def manifest_label_table(frame: Any, names: list[str]) -> Any:
+    """The same for a manifest frame (one row per sample), e.g. to find labels with positives."""
+    out = frame.reindex(columns=list(names)).astype(float)
+    codes = frame.reindex(columns=list(HEADER_CODE_COLUMNS))
+    for i, (dx, scp) in enumerate(codes.itertuples(index=False)):
+        cells = header_code_cells(dx, scp)
+        for k, name in enumerate(names):
+            if name in cells and out.iat[i, k] != out.iat[i, k]:
+                out.iat[i, k] = cells[name]
+    return out
+
+
+def _view_has_rows(data_root: Path, spec: Any) -> bool:
+    """Whether ``spec``'s modality is processed under ``data_root`` with rows matching its filter."""
+    from pipelines.data.manifest import load_manifest
+
+    modality_dir = data_root / spec.modality
+    if not (modality_dir / "manifest.csv").is_file():
+        return False
+    frame = load_manifest(modality_dir)
+    for column, value in (getattr(spec, "where", None) or {}).items():
+        if column not in frame.columns:
+            return False
+        frame = frame[frame[column].astype(str) == str(value)]
+    return len(frame) > 0
+
+
+def resolve_label_sources(
+    tasks: Mapping[str, ZeroShotTaskConfig], views: Mapping[str, Any], data_root: str | Path
+) -> tuple[dict[str, ZeroShotTaskConfig], dict[str, Any]]:
+    """Tasks and views for what ``data_root`` holds.
+
+    Views without processed rows under ``data_root`` are dropped, and with them the tasks scored on
+    them. A binary task whose ``labels_from`` view is dropped (a dataset without reports: PTB-XL, CinC
+    2021, MIMIC-IV-ECG) is labelled by its own view instead, i.e. by each record's header diagnosis
+    codes (:func:`view_label_table`). Nothing changes when every view has rows (the demo).
+    """
+    root = Path(data_root)
+    kept = {view: spec for view, spec in views.items() if _view_has_rows(root, spec)}
+    if len(kept) == len(views):
+        return dict(tasks), dict(views)
+    if not kept:
+        raise StageError(f"no processed data under {root} for any of the views {sorted(views)}")
+    out: dict[str, ZeroShotTaskConfig] = {}
+    for name, task in tasks.items():
+        if task.view not in kept:
+            print(f"task {name}: no {task.view} data under {root}; skipped")
+            continue
+        if task.labels_from not in kept:
+            if task.kind != "binary":
+                print(f"task {name}: no {task.labels_from} data under {root}; skipped")
+                continue
+            print(
+                f"task {name}: no {task.labels_from} under {root}; labels from the {task.view} "
+                "records' header diagnosis codes"
+            )
+            task = dataclasses.replace(task, labels_from=task.view)
+        out[name] = task
+    if not out:
+        raise StageError(f"no zero-shot task can be evaluated on {root} (views present: {sorted(kept)})")
+    return out, kept
 
 
 def resolve_classes(
