@@ -172,12 +172,14 @@ def _known_paths(*tables: tuple[pd.DataFrame, str]) -> dict[str, set[str]]:
     return known
 
 
-def _import_reader(spec: registry.Modality) -> None:
-    """Import the reader (and its libraries) once, before the workers fork."""
+def _import_reader(spec: registry.Modality, reader_cfg: Any = None) -> None:
+    """Import the reader (and its libraries) and fill its caches once, before the workers fork."""
     registry.resolve(spec.reader)
     for library in spec.libraries:
         with contextlib.suppress(ImportError):  # a missing one is the reader's error to report, per file
             importlib.import_module(library)
+    if spec.prepare:
+        registry.resolve(spec.prepare)(reader_cfg)
 
 
 def process_modality(cfg: PreprocessConfig, modality: str) -> dict[str, Any]:
@@ -192,7 +194,7 @@ def process_modality(cfg: PreprocessConfig, modality: str) -> dict[str, Any]:
     done_rows, done_rejections = manifest.read_batches(out_dir)
     known_paths = _known_paths((done_rows, "source"), (done_rejections, "path"))
     reader_cfg = getattr(cfg, spec.config_attr)
-    _import_reader(spec)
+    _import_reader(spec, reader_cfg)
     job = cfg.job(
         modality, process_file, spec.reader, reader_cfg, known_paths, subject_columns=spec.subject_columns
     )

@@ -46,7 +46,9 @@ class Modality:
     ``config``; ``card_labels`` are manifest columns counted per split in the data card (``;``
     separates several values in one cell, as in ECG ``dx``). ``libraries`` are imported by the stage
     before its workers fork, so no worker pays their import time (pydicom + plugins alone take ~0.3 s
-    per process). ``view`` is the kind that turns stored samples into tower inputs. ``subject_columns``
+    per process). ``prepare`` (``"module:function"``, called with the reader's config) runs there too:
+    it fills the per-process caches a reader would otherwise build once in every worker (the ECG label
+    maps). ``view`` is the kind that turns stored samples into tower inputs. ``subject_columns``
     are manifest columns that hold the subject under another name (a speech ``speaker``): they get the
     salted subject ID, never the raw name.
     """
@@ -61,6 +63,7 @@ class Modality:
     card_labels: tuple[str, ...] = ()
     libraries: tuple[str, ...] = ()
     subject_columns: tuple[str, ...] = ()
+    prepare: str = ""
 
 
 MODALITIES: dict[str, Modality] = {
@@ -85,6 +88,7 @@ MODALITIES: dict[str, Modality] = {
         view=EcgView(),
         card_labels=("dx", "sex"),
         libraries=("wfdb", "pydicom", "scipy.signal"),
+        prepare="pipelines.data.ecg:prepare_reader",
     ),
     "speech": Modality(
         "speech",

@@ -249,3 +249,27 @@ def test_real_ptb_15_leads_give_12_canonical(shared_data):
     crops = read_ecg(shared_data / "wfdb_python_sample_ecg" / "s0010_re.hea", EcgConfig())
     assert len(crops) == 3 and all(c.meta["lead_mask"] == "1" * 12 for c in crops)
     assert "Myocardial infarction" in crops[0].meta["report"] and "1990" not in str(crops[0].meta)
+
+
+def test_label_maps_load_with_libyaml_as_with_the_pure_python_loader():
+    from importlib import resources
+
+    import yaml
+
+    from pipelines.data import ecg
+
+    maps = resources.files("pipelines.resources") / "label_maps"
+    snomed = yaml.safe_load((maps / "ecg_snomed.yaml").read_text(encoding="utf-8"))
+    scp = yaml.safe_load((maps / "ptbxl_scp.yaml").read_text(encoding="utf-8"))
+    expected = frozenset(code.lower() for code in [*snomed["labels"], *scp["scp_to_snomed"]])
+    ecg._known_dx_abbreviations.cache_clear()
+    assert ecg._known_dx_abbreviations() == expected
+
+
+def test_preprocessing_fills_the_label_map_cache_before_workers_fork():
+    from pipelines.data import ecg, registry
+    from pipelines.data.preprocessing import _import_reader
+
+    ecg._known_dx_abbreviations.cache_clear()
+    _import_reader(registry.get("ecg"), EcgConfig())
+    assert ecg._known_dx_abbreviations.cache_info().currsize == 1
