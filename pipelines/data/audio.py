@@ -241,7 +241,8 @@ def wav_truncation(path: Path) -> str | None:
 
 def _check_declared_size(info: Any, cfg: SpeechConfig) -> int:
     """Frames to read at most, after rejecting from the header alone a recording that is too long or
-    too large to decode (a header can declare hours that a worker would otherwise hold in memory)."""
+    too large to decode (a header can declare hours that a worker would otherwise hold in memory).
+    ``info`` is the open ``sf.SoundFile`` (or an ``sf.info``): both carry the header's fields."""
     if info.samplerate <= 0 or info.channels <= 0:
         raise RejectedInput(
             f"invalid header ({info.samplerate} Hz, {info.channels} channels): not decoded", "decode"
@@ -274,16 +275,18 @@ def read_speech(path: Path, cfg: SpeechConfig) -> list[Decoded]:
     if path.suffix.lower() == ".wav" and (reason := wav_truncation(path)):
         raise RejectedInput(reason, "decode")
     try:
-        info = sf.info(str(path))
-        max_frames = _check_declared_size(info, cfg)
-        # Read one frame past the bound: a stream longer than its header said is caught, not decoded.
-        audio, fs_in_hz = sf.read(path, frames=max_frames + 1, dtype="float32", always_2d=True)
+        # One open: the header is checked on the open file, then the same handle decodes.
+        with sf.SoundFile(path) as handle:
+            max_frames = _check_declared_size(handle, cfg)
+            # Read one frame past the bound: a stream longer than its header said is caught, not decoded.
+            audio = handle.read(frames=max_frames + 1, dtype="float32", always_2d=True)
+            fs_in_hz = handle.samplerate
     except (sf.LibsndfileError, RuntimeError, ValueError) as err:
         detail = getattr(err, "error_string", None) or type(err).__name__
         raise RejectedInput(f"undecodable audio (libsndfile: {detail})", "decode") from None
     if audio.shape[0] > max_frames:
         raise RejectedInput(
-            f"audio holds more than its header's {info.frames} frames (read stopped at {max_frames}): "
+            f"audio holds more than its header's {max_frames} frames (read stopped at {max_frames}): "
             "inconsistent file, not decoded further",
             "decode",
         )

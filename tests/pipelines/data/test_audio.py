@@ -121,3 +121,43 @@ def test_real_fsdd_recordings_decode_to_16khz(shared_data):
         assert float(np.max(np.abs(sample.array.astype(np.float32)))) <= 0.99 + 1e-3
         # trimming can only shorten; resampling doubles 8 kHz
         assert sample.meta["n_samples"] <= 2 * info.frames + 1
+
+
+def _two_pass_reference(path, cfg: SpeechConfig) -> tuple[np.ndarray, dict]:
+    """The reader as it was: ``sf.info`` for the header, then ``sf.read`` opening the file again."""
+    info = sf.info(str(path))
+    data, fs_in_hz = sf.read(path, frames=info.frames + 1, dtype="float32", always_2d=True)
+    mono = audio.downmix(data)
+    wave = audio.resample(mono, int(fs_in_hz), cfg.fs_hz)
+    wave = audio.trim_silence(wave, cfg.fs_hz, cfg.trim_top_db, cfg.trim_frame_s, cfg.trim_keep_s)
+    wave, lufs, gain_db = audio.normalise_loudness(wave, cfg.fs_hz, cfg.target_lufs, cfg.peak_limit)
+    meta = {"source_fs_hz": fs_in_hz, "source_channels": data.shape[1], "input_lufs": round(lufs, 2)}
+    return wave.astype(np.float16), {**meta, "gain_db": round(gain_db, 2)}
+
+
+@pytest.mark.parametrize(
+    ("fs_hz", "channels", "fmt", "subtype"),
+    [
+        (8000, 1, "WAV", "PCM_16"),
+        (16000, 1, "FLAC", "PCM_24"),
+        (44100, 2, "WAV", "FLOAT"),
+        (22050, 2, "OGG", None),
+    ],
+)
+def test_reading_the_file_once_gives_what_the_two_pass_read_gave(tmp_path, fs_hz, channels, fmt, subtype):
+    rng = np.random.default_rng(fs_hz)
+    speech = _tone(0.6, fs_hz, amplitude=0.25, freq_hz=310.0) + rng.normal(0, 0.01, int(0.6 * fs_hz))
+    wave = np.concatenate([np.zeros(fs_hz // 5), speech, np.zeros(fs_hz // 5)]).astype(np.float32)
+    path = tmp_path / f"rec.{fmt.lower()}"
+    sf.write(
+        path,
+        np.stack([wave, 0.3 * wave], axis=1) if channels == 2 else wave,
+        fs_hz,
+        format=fmt,
+        subtype=subtype,
+    )
+    cfg = SpeechConfig()
+    (sample,) = read_speech(path, cfg)
+    expected, meta = _two_pass_reference(path, cfg)
+    assert sample.array.dtype == expected.dtype and sample.array.tobytes() == expected.tobytes()
+    assert {k: sample.meta[k] for k in meta} == meta
