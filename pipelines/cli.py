@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import sys
+import time
 import typing
 from typing import Any
 
@@ -101,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# stage {name} config\n{dump_yaml(config)}", end="", flush=True)
     if args.print_config:
         return 0
+    start = time.perf_counter()
     try:
-        return int(getattr(module, run_name)(config) or 0)
+        code = int(getattr(module, run_name)(config) or 0)
     except StageError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        code = 1
+    print(f"# stage {name} exited {code} after {time.perf_counter() - start:.1f} s", flush=True)
+    return code
