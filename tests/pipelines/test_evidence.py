@@ -13,7 +13,7 @@ from pipelines.data.adapters.fsdd import list_fsdd
 from pipelines.errors import StageError
 from pipelines.evaluation.metrics import accuracy_ci
 from pipelines.evaluation.real_data import pooled_accuracy, zero_shot_predict
-from pipelines.evidence import EvidenceConfig, digits_split, run, train_and_score
+from pipelines.evidence import EvidenceConfig, digits_split, frozen_tower, run, train_and_score
 
 EVIDENCE_YAML = Path(__file__).resolve().parents[2] / "configs" / "evidence.yaml"
 
@@ -70,6 +70,24 @@ def test_evidence_yaml_trains_fsdd_with_the_whisper_speech_tower():
     # Every speaker is the unseen one once, and the from-scratch tower hears speed-perturbed speech.
     assert sorted(cfg.fsdd_test_speakers) == ["george", "jackson", "lucas", "nicolas"]
     assert len(cfg.augment.speech_speed_factors) > 1
+    # The controls the issue asks for run on every fold: frozen encoder, Whisper's own baselines.
+    assert cfg.frozen_baseline and cfg.whisper_baselines and cfg.heldout_digits
+    assert cfg.objectives == ["cwcl", "clip"]
+
+
+def test_the_frozen_control_freezes_a_copy_of_the_speech_tower():
+    cfg = EvidenceConfig()
+    frozen = frozen_tower(cfg.speech_tower)
+    assert frozen.lora.mode == "frozen" and cfg.speech_tower.lora.mode == "lora"
+    assert frozen.pretrained == cfg.speech_tower.pretrained
+
+
+def test_objectives_may_be_empty_only_for_whisper_baselines_alone():
+    assert EvidenceConfig(objectives=[]).objectives == []
+    with pytest.raises(ValueError, match="objectives"):
+        EvidenceConfig(objectives=[], whisper_baselines=False)
+    with pytest.raises(ValueError, match="objectives"):
+        EvidenceConfig(objectives=["siglip"])
 
 
 def test_a_whisper_window_shorter_than_the_speech_crop_is_refused(tmp_path):
@@ -88,14 +106,29 @@ def test_quick_evidence_runs_end_to_end_and_writes_a_summary(shared_data, tmp_pa
         quick=True,
         objectives=["cwcl"],
         heldout_digits=False,
+        frozen_baseline=True,
+        whisper_baselines=True,
         workers=1,
         bootstrap_resamples=50,
         model_dir=str(tmp_path / "no-model"),
     )
     assert run(cfg) == 0
     evidence = json.loads((tmp_path / "out" / "evidence.json").read_text())
-    (result,) = evidence["fsdd"]["speaker_folds"][0]["results"]
-    assert 0.0 <= result["accuracy"] <= 1.0 and result["n_test"] == 20
+    (fold,) = evidence["fsdd"]["speaker_folds"]
+    lora, frozen = fold["results"]
+    assert 0.0 <= lora["accuracy"] <= 1.0 and lora["n_test"] == 20
+    assert (lora["method"], lora["speech_encoder"]) == ("cwcl", "lora")
+    assert (frozen["method"], frozen["speech_encoder"], frozen["loss"]) == ("cwcl-frozen", "frozen", "cwcl")
+    # Whisper's baselines score the same 20 test files, so the paired comparison lines up.
+    whisper = {r["method"]: r for r in fold["whisper"]}
+    assert set(whisper) == {"whisper-greedy", "whisper-best-of-ten", "whisper-best-of-ten-numerals"}
+    assert all(r["n_test"] == 20 and len(r["correct"]) == 20 for r in whisper.values())
+    methods = [r["method"] for r in evidence["fsdd"]["comparison"]["methods"]]
+    assert methods[:2] == ["cwcl", "cwcl-frozen"] and "whisper-best-of-ten" in methods
+    assert (
+        "### Every method on the same unseen-speaker test files"
+        in (tmp_path / "out" / "evidence.md").read_text()
+    )
     counts = evidence["ecg"]["preprocess"]
     # Every ECG file is accounted for: processed or rejected with a reason, none lost.
     assert (
