@@ -109,6 +109,13 @@ def _write_tables(
     return written, len(report_rows), truth, withdrawn
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset), not the host's."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
+
+
 def run(config: DemoDataConfig) -> int:
     start = time.perf_counter()
     root = Path(config.output_dir)
@@ -121,7 +128,7 @@ def run(config: DemoDataConfig) -> int:
     )
     utterances = _plan_utterances(config)
     jobs = writers.file_jobs(root, studies, utterances, config.seed, config.image_size_px)
-    workers = config.workers or os.cpu_count() or 1
+    workers = config.workers or _usable_cores()
     written: list[str] = []
     with tqdm(total=len(jobs), desc="demo cohort", unit="job", disable=not config.progress) as bar:
         for paths in writers.run_jobs(jobs, workers):

@@ -12,8 +12,11 @@ fibrillation with independent, irregular RR intervals and a fibrillatory baselin
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
+import math
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -50,6 +53,59 @@ def rhythm_of(dx: tuple[str, ...] | list[str]) -> str:
     return rhythms[0]
 
 
+_TWO_PI = 2 * np.pi
+
+
+def _ecgsyn_derivatives(
+    t: float, x: np.ndarray, rr: np.ndarray, ti: np.ndarray, sfint: float, ai: np.ndarray, bi: np.ndarray
+) -> np.ndarray:
+    """neurokit2's ``_ecg_simulate_derivsecgsyn`` (McSharry 2003, eq. 3) with the same floating-point
+    operations in the same order, minus its per-call overhead (numpy scalar maths, ``np.sum`` /
+    ``np.round`` wrappers). The integrator calls it ~1000 times per lead and second of signal, and the
+    integration is ~90% of writing a demo ECG; this halves the derivative's cost and cuts an ECG's by a
+    quarter. Bit-identical results are a test (tests/pipelines/demo/test_ecg_synth.py)."""
+    x0, x1, x2 = x.tolist()
+    ta = math.atan2(x1, x0)
+    a0 = 1.0 - math.sqrt(x0**2 + x1**2)
+    w0 = _TWO_PI / rr[min(math.floor(t * sfint), len(rr) - 1)]
+    zbase = 0.005 * np.sin(_TWO_PI * 0.25 * t)  # respiratory baseline, 0.25 Hz
+    angle = ta - ti
+    dti = angle - np.rint(angle / 2 / np.pi) * 2 * np.pi  # np.round(a) is np.rint(a)
+    dx3dt = -np.add.reduce(ai * dti * np.exp(-0.5 * (dti / bi) ** 2)) - (x2 - zbase)
+    return np.array([a0 * x0 - w0 * x1, a0 * x1 + w0 * x0, dx3dt])
+
+
+_REFERENCE_DERIVATIVES = False  # True inside reference_ecgsyn(): neurokit2's own derivative
+
+
+@contextlib.contextmanager
+def reference_ecgsyn() -> Iterator[None]:
+    """Within the block (this process), ECGSYN runs neurokit2's own derivative: the reference that the
+    fast one must equal byte for byte (tests, audits after a neurokit2 upgrade)."""
+    global _REFERENCE_DERIVATIVES
+    previous, _REFERENCE_DERIVATIVES = _REFERENCE_DERIVATIVES, True
+    try:
+        yield
+    finally:
+        _REFERENCE_DERIVATIVES = previous
+
+
+@contextlib.contextmanager
+def _fast_ecgsyn() -> Iterator[None]:
+    """neurokit2's ECGSYN with :func:`_ecgsyn_derivatives` (its loop looks the derivative up by module
+    name at every call); unchanged inside :func:`reference_ecgsyn` or if neurokit2 renames it."""
+    module = importlib.import_module("neurokit2.ecg.ecg_simulate")
+    original = getattr(module, "_ecg_simulate_derivsecgsyn", None)
+    if _REFERENCE_DERIVATIVES or original is None:
+        yield
+        return
+    module._ecg_simulate_derivsecgsyn = _ecgsyn_derivatives
+    try:
+        yield
+    finally:
+        module._ecg_simulate_derivsecgsyn = original
+
+
 def _beat_template(
     fs_hz: int, heart_rate_bpm: float, with_p: bool, qrs_width_factor: float, seed: int
 ) -> tuple[np.ndarray, int]:
@@ -62,7 +118,7 @@ def _beat_template(
         ai[0] = 0.0
     bi[1:4] *= qrs_width_factor
     rr_s = 60.0 / heart_rate_bpm
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _fast_ecgsyn():
         warnings.simplefilter("ignore")
         frame = nk.ecg_simulate(
             duration=max(6 * rr_s, 3.0),

@@ -124,6 +124,27 @@ def test_same_seed_gives_identical_files_with_any_worker_count(cohort, tmp_path)
     assert _tree_digest(root) == _tree_digest(tmp_path / "raw")
 
 
+def test_parallel_fast_run_equals_the_sequential_reference_run(cohort, tmp_path):
+    """The cohort of 2 worker processes with the fast ECGSYN derivative is byte for byte the cohort of
+    one process integrating with neurokit2's own derivative (hashes of every file)."""
+    from pipelines.demo.ecg import reference_ecgsyn
+
+    root, _, config = cohort
+    assert config.workers == 2
+    reference = Config(
+        **{
+            **config.__dict__,
+            "output_dir": str(tmp_path / "raw"),
+            "workers": 1,
+            "cards_dir": str(tmp_path / "c"),
+        }
+    )
+    with reference_ecgsyn():
+        assert run(reference) == 0
+    assert _tree_digest(root) == _tree_digest(tmp_path / "raw")
+    assert any(p.suffix == ".dat" for p in (tmp_path / "raw").rglob("*"))
+
+
 def test_withdrawn_list_names_a_seeded_share_of_real_subjects(cohort):
     from pipelines.demo.cohort import plan_cohort
     from pipelines.demo.writers import withdrawn_subjects as _withdrawn_subjects

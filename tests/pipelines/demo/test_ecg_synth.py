@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.demo.ecg import detect_r_peaks, qrs_duration_s, simulate_ecg
+from pipelines.demo.ecg import (
+    _ecgsyn_derivatives,
+    detect_r_peaks,
+    qrs_duration_s,
+    reference_ecgsyn,
+    simulate_ecg,
+)
 
 FS = 250
 
@@ -63,3 +69,27 @@ def test_output_shape_sampling_rates_and_determinism():
     assert np.array_equal(simulate_ecg(("AF",), seed=9), simulate_ecg(("AF",), seed=9))
     with pytest.raises(ValueError, match="rhythm"):
         simulate_ecg(("LBBB",))
+
+
+def test_fast_ecgsyn_derivative_equals_neurokit2s_bit_for_bit():
+    from neurokit2.ecg.ecg_simulate import _ecg_simulate_derivsecgsyn
+
+    rng = np.random.default_rng(0)
+    rr = rng.uniform(0.4, 1.4, 4096)
+    ti = np.radians([-70.0, -15.0, 0.0, 15.0, 100.0]) * rng.uniform(0.8, 1.2, 5)
+    for _ in range(20000):
+        t, x = float(rng.uniform(0, 8.0)), rng.normal(0, 1, 3)
+        ai, bi = rng.normal(0, 10, 5), rng.uniform(0.05, 0.6, 5)
+        expected = _ecg_simulate_derivsecgsyn(t, x, rr, ti, 512, ai, bi)
+        got = _ecgsyn_derivatives(t, x, rr, ti, 512, ai, bi)
+        assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("dx", "fs_hz"), [(("NSR",), 500), (("AF", "LVH"), 250), (("STach", "LBBB", "STE"), 1000)]
+)
+def test_simulated_records_equal_the_reference_integration_byte_for_byte(dx, fs_hz):
+    fast = simulate_ecg(dx, fs_hz=fs_hz, seed=21)
+    with reference_ecgsyn():
+        reference = simulate_ecg(dx, fs_hz=fs_hz, seed=21)
+    assert fast.tobytes() == reference.tobytes()
