@@ -43,6 +43,7 @@ from pipelines.data.manifest import Decoded
 from pipelines.data.reports import scrub_identifiers
 from pipelines.data.signal import (
     CANONICAL_LEADS,
+    LIMB_LEADS,
     WindowPolicy,
     bandpass,
     crop_starts,
@@ -621,7 +622,10 @@ def _to_crops(source: _Source, cfg: EcgConfig) -> list[Decoded]:
         raise RejectedInput(f"no standard 12-lead ECG lead among the {len(source.labels)} channels")
     # Derive before repairing gaps: NaN propagates through the sums, so a gap in I or II is a gap in
     # every lead derived from it and is repaired or masked the same way.
-    leads, present = derive_limb_leads(leads, recorded)
+    if recorded[: len(LIMB_LEADS)].all():
+        present = recorded  # nothing to derive: no copy of the record
+    else:
+        leads, present = derive_limb_leads(leads, recorded)
     leads, present, long_gaps = repair_gaps(leads, present, fs_in, cfg.max_gap_s)
     if not present.any():
         raise RejectedInput("every ECG lead is empty (no finite sample)")
@@ -652,12 +656,13 @@ def _to_crops(source: _Source, cfg: EcgConfig) -> list[Decoded]:
         crop_starts(leads.shape[0], window_n, cfg.window_policy, cfg.max_crops)
     ):
         crop = leads[start : start + window_n]
-        mask = present & ~flat_leads(crop, cfg.flat_std_mv)
+        lead_std = crop.std(axis=0)  # once, for the flat-lead test and the z-score
+        mask = present & ~flat_leads(crop, cfg.flat_std_mv, lead_std)
         start_s, end_s = start / cfg.fs_hz, (start + crop.shape[0]) / cfg.fs_hz
         for lead, gap_start_s, gap_end_s in long_gaps:
             if gap_start_s < end_s and gap_end_s > start_s:
                 mask[lead] = False
-        normalised, mean, std = zscore_leads(crop, mask)
+        normalised, mean, std = zscore_leads(crop, mask, std_mv=lead_std)
         array = fit_length(normalised, window_n).T.astype(cfg.dtype)
         meta = {
             **base_meta,

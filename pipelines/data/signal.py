@@ -19,7 +19,8 @@ from scipy import signal as sps
 
 CANONICAL_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 LEAD_INDEX = {name: i for i, name in enumerate(CANONICAL_LEADS)}
-_I, _II, _III, _AVR, _AVL, _AVF = range(6)  # limb-lead columns
+LIMB_LEADS = CANONICAL_LEADS[:6]
+_I, _II, _III, _AVR, _AVL, _AVF = range(len(LIMB_LEADS))  # limb-lead columns
 
 # Spellings seen in WFDB headers and DICOM ChannelSourceSequence code meanings, lower-cased with
 # spaces removed: "I", "i", "Lead I (Einthoven)", "DI"/"DII"/"DIII" (European), "AVR", "avr".
@@ -209,21 +210,23 @@ def fit_length(leads: np.ndarray, n_samples: int) -> np.ndarray:
     return np.concatenate([leads, pad], axis=0)
 
 
-def flat_leads(leads: np.ndarray, min_std_mv: float) -> np.ndarray:
-    """``(n_leads,)`` True where a lead's standard deviation is below ``min_std_mv`` (electrode off)."""
-    return np.std(leads, axis=0) < min_std_mv
+def flat_leads(leads: np.ndarray, min_std_mv: float, std_mv: np.ndarray | None = None) -> np.ndarray:
+    """``(n_leads,)`` True where a lead's standard deviation is below ``min_std_mv`` (electrode off).
+    ``std_mv``: ``leads.std(axis=0)`` when the caller has it already."""
+    return (np.std(leads, axis=0) if std_mv is None else std_mv) < min_std_mv
 
 
 def zscore_leads(
-    leads: np.ndarray, present: np.ndarray, eps_mv: float = 1e-6
+    leads: np.ndarray, present: np.ndarray, eps_mv: float = 1e-6, std_mv: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-lead z-score on the crop; absent leads become zeros.
 
     Returns the normalised leads and each lead's mean and std (mV, NaN for absent leads), so the
-    amplitude can be restored (``x * std + mean``).
+    amplitude can be restored (``x * std + mean``). ``std_mv``: ``leads.std(axis=0)`` when the caller
+    has it already (the flat-lead test needs it too), so it is not computed twice.
     """
     mean = np.where(present, leads.mean(axis=0), np.nan)
-    std = np.where(present, leads.std(axis=0), np.nan)
+    std = np.where(present, leads.std(axis=0) if std_mv is None else std_mv, np.nan)
     if present.all():
         return (leads - mean) / np.maximum(std, eps_mv), mean, std
     normalised = np.zeros_like(leads)

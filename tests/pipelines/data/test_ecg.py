@@ -273,3 +273,53 @@ def test_preprocessing_fills_the_label_map_cache_before_workers_fork():
     ecg._known_dx_abbreviations.cache_clear()
     _import_reader(registry.get("ecg"), EcgConfig())
     assert ecg._known_dx_abbreviations.cache_info().currsize == 1
+
+
+def _reference_crops(path: Path, cfg: EcgConfig) -> list[tuple[np.ndarray, list[float], str]]:
+    """The crop chain spelled out with the signal functions, each computing its own statistics:
+    place, derive, repair, resample, band-pass, then per crop flat-lead mask and z-score."""
+    from pipelines.data import signal as sig
+
+    record = wfdb.rdrecord(str(path.with_suffix("")), physical=True)
+    leads, recorded = sig.place_leads(record.p_signal, record.sig_name)
+    leads, present = sig.derive_limb_leads(leads, recorded)
+    leads, present, _ = sig.repair_gaps(leads, present, float(record.fs), cfg.max_gap_s)
+    columns = np.flatnonzero(present)
+    filtered = sig.bandpass(
+        sig.resample(leads[:, columns], float(record.fs), cfg.fs_hz), cfg.fs_hz, cfg.low_hz, cfg.high_hz
+    )
+    full = np.zeros((filtered.shape[0], len(CANONICAL_LEADS)), order="F")
+    full[:, columns] = filtered
+    window_n = round(cfg.duration_s * cfg.fs_hz)
+    crops = []
+    for start in sig.crop_starts(full.shape[0], window_n, cfg.window_policy, cfg.max_crops):
+        crop = full[start : start + window_n]
+        mask = present & ~sig.flat_leads(crop, cfg.flat_std_mv)
+        normalised, _, std = sig.zscore_leads(crop, mask)
+        array = sig.fit_length(normalised, window_n).T.astype(cfg.dtype)
+        crops.append(
+            (
+                array,
+                [None if np.isnan(v) else round(float(v), 5) for v in std],
+                "".join("1" if m else "0" for m in mask),
+            )
+        )
+    return crops
+
+
+@pytest.mark.parametrize(
+    ("leads", "fs_hz", "seconds"),
+    [(list(CANONICAL_LEADS), 500.0, 25.0), (["I", "II", "V1", "V2", "V3", "V4", "V5", "V6"], 360.0, 21.0)],
+)
+def test_crops_equal_the_chain_of_signal_functions_computed_step_by_step(tmp_path, leads, fs_hz, seconds):
+    n = int(seconds * fs_hz)
+    signals = tones(n, fs_hz, leads) + np.random.default_rng(7).normal(0, 0.05, (n, len(leads)))
+    signals[:, leads.index("V3")] = 0.0  # an electrode off: flat, masked
+    path = write_wfdb(tmp_path, "rec", signals, leads, fs_hz)
+    cfg = EcgConfig(dtype="float16")
+    decoded = read_ecg(path, cfg)
+    expected = _reference_crops(path, cfg)
+    assert len(decoded) == len(expected) > 1
+    for sample, (array, std, mask) in zip(decoded, expected, strict=True):
+        assert sample.array.tobytes() == array.tobytes()
+        assert json.loads(sample.meta["lead_std_mv"]) == std and sample.meta["lead_mask"] == mask
