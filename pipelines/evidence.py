@@ -299,7 +299,7 @@ def frozen_tower(tower: TowerConfig) -> TowerConfig:
     return frozen
 
 
-def test_rows(data_root: Path) -> Any:
+def held_out_rows(data_root: Path) -> Any:
     """The processed test split's speech rows in sample-id order, the order ``speech_zero_shot`` scores."""
     from pipelines.data.manifest import load_manifest
 
@@ -314,7 +314,7 @@ def whisper_baselines(
     """Whisper's greedy transcript and its best of ``digits`` on ``data_root``'s test files (read raw)."""
     from pipelines.evaluation.fsdd_summary import method_result
 
-    rows = test_rows(data_root)
+    rows = held_out_rows(data_root)
     truth = rows["digit"].astype(int).to_numpy()
     scores = scorer.score_files([raw_root / source for source in rows["source"]])
     chance = 1 / len(digits)
