@@ -167,6 +167,8 @@ def _map(
     # generation for the loop: a full collection would otherwise traverse all of them (~0.3 s) in the
     # stage and in every forked worker, where touching them also copies their pages (copy-on-write).
     # This is the use the ``gc.freeze`` documentation gives; cycles made during the loop are collected.
+    # A caller that froze objects itself keeps them frozen.
+    frozen_by_caller = gc.get_freeze_count() > 0
     gc.freeze()
     try:
         if workers <= 1 or len(items) <= chunksize:
@@ -182,7 +184,8 @@ def _map(
             for start in range(0, len(items), window):
                 yield from pool.map(_run_one, items[start : start + window], chunksize=chunksize)
     finally:
-        gc.unfreeze()
+        if not frozen_by_caller:
+            gc.unfreeze()
 
 
 def rejection(outcome: Outcome, stage: str | None = None, reason: str | None = None) -> dict[str, str]:
