@@ -1,6 +1,14 @@
 """Calibration of zero-shot probabilities: reliability diagram bins, expected calibration error, and
 temperature scaling fitted on the validation split (Guo et al. 2017, "On Calibration of Modern
 Neural Networks"). Pure functions: arrays in, numbers out.
+
+A binary pos/neg prompt-pair logit ``s x.(t+ - t-)`` also carries an offset that has nothing to do with
+the finding (the mean image embedding's projection on ``t+ - t-``: on the demo every film scored
+``P(effusion) > 0.5``). Temperature alone can only remove an offset by flattening every score, which is
+why a weakly informative finding drives ``T`` to its bound. :func:`fit_temperature_bias` fits
+``sigmoid(z / T + b)`` instead (Platt 1999, with the slope kept positive, ``1 / T``): the ranking is the
+prompts' and never flips, and a finding the prompts do not separate on validation ends at its
+validation prevalence, not at 0.5.
 """
 
 from __future__ import annotations
@@ -60,6 +68,9 @@ def expected_calibration_error(y_true: np.ndarray, prob: np.ndarray, n_bins: int
     return reliability_bins(y_true, prob, n_bins).ece
 
 
+T_MIN, T_MAX = 1e-2, 1e2
+
+
 def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 100) -> float:
     """Temperature ``T > 0`` minimising the validation negative log-likelihood of ``logits / T``.
 
@@ -92,11 +103,50 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 100
 
     optimizer.step(closure)
     # Bound T: with separable validation data the NLL keeps falling as T -> 0.
-    return float(log_t.detach().exp().clamp(1e-2, 1e2))
+    return float(log_t.detach().exp().clamp(T_MIN, T_MAX))
 
 
-def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities from temperature-scaled logits: sigmoid for ``[N]``, softmax for ``[N, C]``."""
+def fit_temperature_bias(logits: np.ndarray, targets: np.ndarray, max_iter: int = 100) -> tuple[float, float]:
+    """``(T, b)`` minimising the validation NLL of ``sigmoid(logits / T + b)`` for binary ``targets``.
+
+    Platt scaling (Platt 1999) with the slope written as ``1 / T``, ``T`` in ``[T_MIN, T_MAX]``: the
+    slope stays positive, so calibration never reverses the ranking the prompts give. Where ``T`` ends
+    at a bound, ``b`` is refitted at that ``T``; at ``T_MAX`` (the logits carry no positive information
+    on validation) the probabilities are close to the validation prevalence. ``(1.0, 0.0)`` when there
+    is nothing to fit (no samples, or a single class).
+    """
+    z = torch.as_tensor(np.asarray(logits, dtype=np.float64)).ravel()
+    y = torch.as_tensor(np.asarray(targets, dtype=np.float64)).ravel()
+    if z.numel() == 0 or bool((y == y[0]).all()):
+        return 1.0, 0.0
+    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
+
+    def fit(log_t: torch.Tensor, bias: torch.Tensor, params: list[torch.Tensor]) -> None:
+        optimizer = torch.optim.LBFGS(params, lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = loss_fn(z / log_t.exp() + bias, y)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    fit(log_t, bias, [log_t, bias])
+    t = float(log_t.detach().exp().clamp(T_MIN, T_MAX))
+    if t != float(log_t.detach().exp()):
+        fixed = torch.tensor([np.log(t)], dtype=torch.float64)
+        fit(fixed, bias, [bias])
+    return t, float(bias.detach())
+
+
+def apply_temperature(logits: np.ndarray, temperature: float, bias: float = 0.0) -> np.ndarray:
+    """Probabilities from temperature-scaled logits: ``sigmoid(z / T + b)`` for ``[N]``, softmax for
+    ``[N, C]`` (where a bias shared by every class would change nothing, so it must be 0)."""
     z = torch.as_tensor(np.asarray(logits, dtype=np.float64)) / temperature
-    prob = torch.sigmoid(z) if z.ndim == 1 else torch.softmax(z, dim=-1)
+    if z.ndim != 1 and bias:
+        raise ValueError("a bias applies to binary logits [N] only")
+    prob = torch.sigmoid(z + bias) if z.ndim == 1 else torch.softmax(z, dim=-1)
     return prob.numpy()

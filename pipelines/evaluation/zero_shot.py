@@ -7,13 +7,17 @@ embeddings are ensembled into one class embedding per label and side, with equal
 embeddings (:mod:`pipelines.evaluation.zpe`). Two modes:
 
 - ``pair`` (findings, diagnoses): one independent probability per label, the softmax over its
-  (positive, negative) pair, ``sigmoid(s (x.t+ - x.t-) / T)`` (CheXzero, Tiu et al. 2022), with a
-  temperature ``T`` per label;
+  (positive, negative) pair, ``sigmoid(s (x.t+ - x.t-) / T + b)`` (CheXzero, Tiu et al. 2022), with a
+  temperature ``T`` and a bias ``b`` per label;
 - ``multiclass`` (spoken intents): a softmax over the labels' class embeddings, ``softmax(s x.t / T)``,
   one temperature for the task (CLIP zero-shot classification).
 
-``s`` is the model's learnt logit scale; ``T`` is fitted on validation by NLL (Guo et al. 2017) and is
-1 before calibration. :meth:`ZeroShotClassifier.state` is the compact record (texts, weights,
+``s`` is the model's learnt logit scale; ``T`` (and in pair mode ``b``) are fitted on validation by NLL
+(Guo et al. 2017; Platt 1999 for the pair bias: the pair logit has an offset unrelated to the finding,
+which temperature alone can only remove by flattening every score) and are 1 and 0 before
+calibration. ``T`` stays positive, so calibration never reverses the prompts' ranking; a finding
+whose ``T`` reaches its upper bound is one the prompts do not separate on validation
+(:attr:`TaskResult.uninformative`). :meth:`ZeroShotClassifier.state` is the compact record (texts, weights,
 temperatures) that travels with a registered model version, so the served model rebuilds exactly
 the classifier the evaluation judged (:meth:`ZeroShotClassifier.from_state`).
 """
@@ -28,7 +32,13 @@ from typing import Any, Literal
 import numpy as np
 
 from pipelines.evaluation import metrics as M
-from pipelines.evaluation.calibration import apply_temperature, fit_temperature, reliability_bins
+from pipelines.evaluation.calibration import (
+    T_MAX,
+    apply_temperature,
+    fit_temperature,
+    fit_temperature_bias,
+    reliability_bins,
+)
 from pipelines.evaluation.embeddings import SplitEmbeddings
 from pipelines.evaluation.tasks import Mode, ZeroShotTaskConfig, task_prompt_texts
 from pipelines.evaluation.zpe import weighted_class_embeddings, zpe_weights
@@ -171,7 +181,8 @@ class ZeroShotClassifier:
 
     ``positive`` ``[L, D]``: per label the (weighted) ensemble of its positive templates (the class
     embedding in multi-class mode); ``negative`` ``[L, D]``: of its negative templates (pair mode;
-    ``[0, D]`` otherwise). ``temperature`` ``[L]`` in pair mode, ``[1]`` in multi-class mode.
+    ``[0, D]`` otherwise). ``temperature`` ``[L]`` in pair mode, ``[1]`` in multi-class mode; ``bias``
+    ``[L]`` in pair mode (zeros until calibrated), ``[0]`` in multi-class mode.
     """
 
     mode: Mode
@@ -182,6 +193,14 @@ class ZeroShotClassifier:
     temperature: np.ndarray
     weights: dict[str, np.ndarray | None]
     texts: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)
+    bias: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n_biases = len(self.labels) if self.mode == "pair" else 0
+        b = np.zeros(n_biases) if self.bias is None else np.asarray(self.bias, dtype=np.float64)
+        if b.shape != (n_biases,):
+            raise ValueError(f"{b.size} biases for a {self.mode} classifier of {len(self.labels)} labels")
+        self.bias = b
 
     @classmethod
     def build(
@@ -194,9 +213,11 @@ class ZeroShotClassifier:
         unlabelled: np.ndarray | None = None,
         weights: Mapping[str, Sequence[float] | None] | None = None,
         temperature: Sequence[float] | None = None,
+        bias: Sequence[float] | None = None,
     ) -> ZeroShotClassifier:
         """The classifier of ``prompts``: template weights as given (``weights``), else fitted by ZPE on
-        the ``unlabelled`` embeddings, else equal; temperatures as given, else 1 (uncalibrated)."""
+        the ``unlabelled`` embeddings, else equal; temperatures and pair biases as given, else 1 and 0
+        (uncalibrated)."""
         labels = list(prompts.positive)
         if weights is None:
             x = np.zeros((0, 0)) if unlabelled is None else np.asarray(unlabelled, dtype=np.float64)
@@ -212,7 +233,9 @@ class ZeroShotClassifier:
         t = np.ones(n_temperatures) if temperature is None else np.asarray(temperature, dtype=np.float64)
         if t.shape != (n_temperatures,):
             raise ValueError(f"{t.size} temperatures for a {mode} classifier of {len(labels)} labels")
-        return cls(mode, labels, positive, negative, float(logit_scale), t, fitted, dict(prompts.texts))
+        return cls(
+            mode, labels, positive, negative, float(logit_scale), t, fitted, dict(prompts.texts), bias=bias
+        )
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """``[N, L]`` scaled logits before the temperature (pair mode: the pair logit per label)."""
@@ -231,18 +254,22 @@ class ZeroShotClassifier:
             return apply_temperature(logits, float(t[0]))
         if not logits.shape[1]:
             return logits.copy()
-        # Each label is its own two-way softmax, sigmoid of its logit over its own temperature.
+        b = self.bias if calibrated else np.zeros_like(self.bias)
+        # Each label is its own two-way softmax: sigmoid of its logit over its temperature, plus its bias.
         return np.stack(
-            [apply_temperature(logits[:, k], float(t[k])) for k in range(logits.shape[1])], axis=1
+            [apply_temperature(logits[:, k], float(t[k]), float(b[k])) for k in range(logits.shape[1])],
+            axis=1,
         ).reshape(logits.shape)
 
     def calibrated(
         self, logits: np.ndarray, targets: Mapping[str, np.ndarray] | np.ndarray
     ) -> ZeroShotClassifier:
         """This classifier with temperatures fitted on validation ``logits`` ``[N, L]``: pair mode takes
-        ``{label: binary targets [N]}`` (NaN = excluded); multi-class mode class indices ``[N]``
-        (negative = unknown). Nothing to fit leaves T = 1."""
+        ``{label: binary targets [N]}`` (NaN = excluded) and fits a temperature and a bias per label;
+        multi-class mode class indices ``[N]`` (negative = unknown), one temperature. Nothing to fit
+        leaves T = 1 and b = 0."""
         t = np.ones_like(self.temperature)
+        b = np.zeros_like(self.bias)
         if self.mode == "multiclass":
             y = np.asarray(targets)
             known = y >= 0
@@ -252,8 +279,8 @@ class ZeroShotClassifier:
             for k, label in enumerate(self.labels):
                 y = np.asarray(targets.get(label, np.full(len(logits), np.nan)), dtype=float)
                 keep = ~np.isnan(y)
-                t[k] = fit_temperature(logits[keep, k], y[keep])
-        return dataclasses.replace(self, temperature=t)
+                t[k], b[k] = fit_temperature_bias(logits[keep, k], y[keep])
+        return dataclasses.replace(self, temperature=t, bias=b)
 
     def direction(self, label: str) -> np.ndarray:
         """The embedding direction that raises ``label``'s score (explanations)."""
@@ -262,19 +289,22 @@ class ZeroShotClassifier:
 
     # ----------------------------------------------------------------- what travels with a model
     def state(self) -> dict[str, Any]:
-        """JSON-able record: mode, labels, prompt texts, template weights, temperatures, logit scale."""
+        """JSON-able record: mode, labels, prompt texts, template weights, temperatures, pair biases,
+        logit scale."""
         return {
             "mode": self.mode,
             "labels": list(self.labels),
             "logit_scale": self.logit_scale,
             "temperature": [float(v) for v in self.temperature],
+            "bias": [float(v) for v in self.bias],
             "weights": {k: None if w is None else [float(v) for v in w] for k, w in self.weights.items()},
             "texts": self.texts,
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], encode: TextEncoder) -> ZeroShotClassifier:
-        """The classifier a :meth:`state` describes, its prompt texts encoded by ``encode``."""
+        """The classifier a :meth:`state` describes, its prompt texts encoded by ``encode`` (a record
+        written before pair biases existed has none: zeros)."""
         prompts = encode_prompts(state["texts"], encode).only(state["labels"])
         return cls.build(
             prompts,
@@ -282,6 +312,7 @@ class ZeroShotClassifier:
             state["logit_scale"],
             weights=state["weights"],
             temperature=state["temperature"],
+            bias=state.get("bias"),
         )
 
 
@@ -338,6 +369,10 @@ class TaskResult:
     multiclass: MulticlassResult | None = None
     classifier: ZeroShotClassifier | None = None
     probabilities: np.ndarray | None = None  # [N present, L] calibrated test probabilities
+    bias: dict[str, float] = dataclasses.field(default_factory=dict)  # pair mode: calibration bias
+    # Labels whose validation calibration ended at T_MAX: their prompt contrast ranks validation at or
+    # below chance, so the calibrated probability is about the prevalence for every sample.
+    uninformative: list[str] = dataclasses.field(default_factory=list)
 
 
 def _raw_labels(split: SplitEmbeddings, task: ZeroShotTaskConfig, label: str, rows: np.ndarray) -> np.ndarray:
@@ -406,6 +441,10 @@ def evaluate_task(
     for k, label in enumerate(labels):
         test_labels[label] = _raw_labels(test, task, label, rows)
         out.temperature[label] = float(classifier.temperature[k if task.mode == "pair" else 0])
+        if task.mode == "pair":
+            out.bias[label] = float(classifier.bias[k])
+            if val_labels and out.temperature[label] >= T_MAX:
+                out.uninformative.append(label)
         weights = classifier.weights[label]
         out.weights[label] = None if weights is None else weights.tolist()
         out.directions[label] = classifier.direction(label)

@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from pipelines.evaluation.calibration import (
+    T_MAX,
     apply_temperature,
     expected_calibration_error,
     fit_temperature,
+    fit_temperature_bias,
     reliability_bins,
 )
+from pipelines.evaluation.metrics import auroc
 
 
 def test_reliability_bins_count_every_sample_once_with_the_right_means():
@@ -61,3 +64,51 @@ def test_temperature_is_one_when_there_is_a_single_class():
 def test_probabilities_outside_unit_interval_are_rejected():
     with pytest.raises(ValueError, match="\\[0, 1\\]"):
         reliability_bins([1, 0], [0.5, 1.2])
+
+
+def test_temperature_and_bias_recover_an_overconfident_offset_logit():
+    rng = np.random.default_rng(3)
+    true_logits = rng.normal(-1.0, 2.0, 6000)
+    y = rng.uniform(size=true_logits.size) < 1 / (1 + np.exp(-true_logits))
+    # a pair logit that is 3x overconfident and shifted by +2: sigmoid(z / 3 + b) with b = -2 / 3
+    t, b = fit_temperature_bias(3.0 * true_logits + 2.0, y)
+    assert t == pytest.approx(3.0, rel=0.1)
+    assert b == pytest.approx(-2.0 / 3.0, abs=0.1)
+
+
+def test_an_offset_that_temperature_alone_must_flatten_is_removed_by_the_bias():
+    """A weak but real signal on top of a constant offset (every sample scored P > 0.5): temperature
+    scaling can only shrink the offset by shrinking the signal; the bias removes it and keeps the slope."""
+    rng = np.random.default_rng(4)
+    signal = rng.normal(0.0, 1.0, 4000)
+    y = rng.uniform(size=signal.size) < 1 / (1 + np.exp(-(signal - 1.5)))
+    z = signal + 4.0
+    t_only = fit_temperature(z, y)
+    t, b = fit_temperature_bias(z, y)
+    assert t == pytest.approx(1.0, rel=0.1) and b == pytest.approx(-5.5, abs=0.3)
+    assert t_only > 3.0
+    nll = lambda p: -np.mean(np.where(y, np.log(p), np.log(1 - p)))  # noqa: E731
+    assert nll(apply_temperature(z, t, b)) < nll(apply_temperature(z, t_only)) - 0.05
+
+
+def test_logits_that_rank_validation_below_chance_end_at_the_prevalence_never_reversed():
+    """Calibration never flips a ranking: an inverted logit gets the largest temperature and a bias
+    that predicts the validation prevalence for every sample."""
+    rng = np.random.default_rng(5)
+    z = rng.normal(0.1, 0.05, 400)
+    y = (rng.uniform(size=400) < np.where(z < 0.1, 0.35, 0.05)).astype(float)  # higher z, fewer positives
+    assert auroc(y, z) < 0.5
+    t, b = fit_temperature_bias(z, y)
+    assert t == T_MAX
+    p = apply_temperature(z, t, b)
+    assert p == pytest.approx(np.full(400, y.mean()), abs=0.01)
+    assert np.all(np.diff(p[np.argsort(z)]) >= 0)
+
+
+def test_temperature_and_bias_are_neutral_when_there_is_a_single_class():
+    assert fit_temperature_bias(np.array([0.3, 1.0]), np.array([0, 0])) == (1.0, 0.0)
+
+
+def test_a_bias_is_refused_for_a_softmax():
+    with pytest.raises(ValueError, match="binary"):
+        apply_temperature(np.zeros((2, 3)), 1.0, bias=0.5)
