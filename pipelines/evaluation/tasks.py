@@ -13,7 +13,6 @@ reader keeps (SNOMED CT ids, our label names, PTB-XL SCP codes) or the PTB-XL ``
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -135,17 +134,6 @@ def task_labels(
 HEADER_CODE_COLUMNS = ("dx", "scp_codes")
 
 
-@functools.cache
-def _code_to_snomed() -> dict[str, str]:
-    """Header code (lower case) -> SNOMED CT id: our label names (ecg_snomed.yaml, the CinC 2021
-    abbreviations the demo's ``Dx:`` uses) and PTB-XL SCP statements (ptbxl_scp.yaml)."""
-    from pipelines.data.adapters._common import ecg_labels, label_map
-
-    codes = {str(k).lower(): str(v) for k, v in label_map("ptbxl_scp")["scp_to_snomed"].items()}
-    codes.update({name.lower(): str(entry["snomed"][0]) for name, entry in ecg_labels().items()})
-    return codes
-
-
 def _code_text(value: Any) -> str:
     """A code list cell as text: NaN/None -> "", a number read from CSV (one SNOMED id) -> its digits."""
     if value is None or (isinstance(value, float) and value != value):
@@ -170,9 +158,7 @@ def header_code_cells(dx: Any = "", scp_codes: Any = "") -> dict[str, float]:
     tokens = [t for value in (dx, scp_codes) for t in re.split(r"[,;\s]+", _code_text(value)) if t]
     if not tokens:
         return {}
-    lookup = _code_to_snomed()
-    snomed = [t if t.isdigit() else lookup.get(t.lower(), "") for t in tokens]
-    return {label: float(cell) for label, cell in ecg_label_cells([c for c in snomed if c]).items()}
+    return {label: float(cell) for label, cell in ecg_label_cells(tokens).items()}
 
 
 def view_label_table(dataset: Any, view: str, names: list[str]) -> Any:

@@ -41,20 +41,38 @@ def snomed_to_label() -> dict[str, str]:
     return {code: label for label, entry in ecg_labels().items() for code in entry["snomed"]}
 
 
-def ecg_label_cells(codes: Iterable[str], uncertain: Iterable[str] = ()) -> dict[str, str]:
-    """One cell per ECG label from a record's SNOMED codes: listed -> 1, uncertain -> -1, others -> 0.
+@functools.cache
+def code_to_snomed() -> dict[str, str]:
+    """Header code (lower case) -> SNOMED CT id, for codes that are not SNOMED ids themselves: our label
+    names (ecg_snomed.yaml, the CinC 2021 abbreviations the demo's ``# Dx:`` uses) and PTB-XL SCP
+    statements (ptbxl_scp.yaml)."""
+    codes = {str(k).lower(): str(v) for k, v in label_map("ptbxl_scp")["scp_to_snomed"].items()}
+    codes.update({name.lower(): str(entry["snomed"][0]) for name, entry in ecg_labels().items()})
+    return codes
 
-    Diagnosis lists of ECG databases (CinC ``# Dx:``, PTB-XL SCP codes) are complete statements about
-    the record, so a label that is not listed is a negative, not "not mentioned".
+
+def _ecg_label(code: str) -> str | None:
+    """Our ECG label of one header code (a SNOMED CT id, a label name or an SCP code), None if unknown."""
+    code = str(code).strip()
+    snomed = code if code.isdigit() else code_to_snomed().get(code.lower(), "")
+    return snomed_to_label().get(snomed)
+
+
+def ecg_label_cells(codes: Iterable[str], uncertain: Iterable[str] = ()) -> dict[str, str]:
+    """One cell per ECG label from a record's diagnosis codes: listed -> 1, uncertain -> -1, others -> 0.
+
+    Codes are SNOMED CT ids, our label names or PTB-XL SCP codes (:func:`code_to_snomed`); a code
+    none of them knows sets nothing. Diagnosis lists of ECG databases (CinC ``# Dx:``, PTB-XL SCP
+    codes) are complete statements about the record, so a label that is not listed is a negative,
+    not "not mentioned".
     """
-    lookup = snomed_to_label()
     cells = dict.fromkeys(ecg_labels(), NEGATIVE)
     for code in uncertain:
-        if code in lookup:
-            cells[lookup[code]] = UNCERTAIN
+        if (label := _ecg_label(code)) is not None:
+            cells[label] = UNCERTAIN
     for code in codes:
-        if code in lookup:
-            cells[lookup[code]] = POSITIVE
+        if (label := _ecg_label(code)) is not None:
+            cells[label] = POSITIVE
     return cells
 
 

@@ -117,6 +117,18 @@ def test_generic_wfdb_uses_ptb_reason_and_patient_folder(tmp_path):
     assert items["100"].raw_subject == "100" and items["100"].extra == {}
 
 
+def test_generic_wfdb_dx_label_names_and_scp_codes_are_positives_not_negatives(tmp_path):
+    """A ``# Dx:`` of label names (the demo's) or SCP codes states positives like SNOMED ids do."""
+    _record(tmp_path, "demo1", ["Dx: NSR,LBBB"])
+    _record(tmp_path, "scp1", ["Dx: AFIB"], seed=1)
+    _record(tmp_path, "snomed1", ["Dx: 164889003"], seed=2)
+    items = {Path(i.rel).stem: i.extra for i in list_items("wfdb", "ecg", tmp_path)}
+    assert items["demo1"]["NSR"] == items["demo1"]["LBBB"] == "1"
+    assert items["demo1"]["AF"] == items["demo1"]["STE"] == "0"
+    assert items["scp1"] == items["snomed1"]
+    assert items["scp1"]["AF"] == "1" and items["scp1"]["NSR"] == "0"
+
+
 def test_real_cinc_sample_labels_match_its_index(shared_data):
     root = shared_data / "cinc2021_sample_ecg"
     items = list_items("cinc2021", "ecg", root)
