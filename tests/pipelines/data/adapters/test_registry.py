@@ -55,3 +55,10 @@ def test_ecg_label_columns_and_codes_are_the_vocabulary_ecg_labels():
 def test_chexpert_label_columns_are_vocabulary_xray_labels():
     names = {e["name"] for e in _vocabulary() if e["modality"] == "xray"}
     assert set(label_map("cxr_findings")["chexpert"].values()) <= names
+
+
+def test_every_label_has_its_own_display_name():
+    """Zero-shot prompts are built from display names: two labels sharing one get identical prompts."""
+    for modality in {e["modality"] for e in _vocabulary()}:
+        displays = [e.get("display", e["name"]) for e in _vocabulary() if e["modality"] == modality]
+        assert len(displays) == len(set(displays)), sorted(d for d in displays if displays.count(d) > 1)
