@@ -94,18 +94,6 @@ def test_normalisation_never_clips():
     assert np.max(np.abs(out)) == pytest.approx(0.99, rel=1e-5)
 
 
-@pytest.mark.parametrize(("fs_hz", "amplitude"), [(16000, 0.01), (16000, 0.3), (16000, 0.95), (8000, 0.3)])
-def test_loudness_equals_torchaudio_bs1770(fs_hz, amplitude):
-    torch = pytest.importorskip("torch")
-    torchaudio_functional = pytest.importorskip("torchaudio.functional")
-    rng = np.random.default_rng(1)
-    # Tone bursts over a noise floor: some blocks fall under the relative gate; 0.95 saturates the shelf.
-    wave = _tone(1.7, fs_hz, amplitude=amplitude) * (np.arange(int(1.7 * fs_hz)) % fs_hz < fs_hz // 2)
-    wave = np.clip(wave + rng.normal(0, amplitude / 100, wave.size), -1, 1).astype(np.float32)
-    expected = float(torchaudio_functional.loudness(torch.from_numpy(wave)[None, :], fs_hz))
-    assert audio.loudness_lufs(wave, fs_hz) == pytest.approx(expected, abs=1e-3)
-
-
 def test_clips_shorter_than_one_bs1770_block_are_measured():
     short, long = _tone(0.2, 16000), _tone(1.0, 16000)
     assert audio.loudness_lufs(short, 16000) == pytest.approx(audio.loudness_lufs(long, 16000), abs=0.5)
