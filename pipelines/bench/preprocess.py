@@ -143,9 +143,23 @@ def ecg_floor(path: Path, cfg: EcgConfig) -> np.ndarray:
 
 
 def _pyloudnorm_lufs(audio: np.ndarray, fs_hz: int) -> float:
+    """pyloudnorm measuring what BS.1770-4 defines, as ``loudness_lufs`` does.
+
+    ``filter_class="DeMan"`` is its K-weighting from the standard's analogue prototypes (the default,
+    RBJ shelf at 1500 Hz, reads 0.1-0.3 LU low at 8-16 kHz); the audio is cut to whole 400 ms blocks
+    because pyloudnorm rounds the block count and measures a partial last block as if it were a full
+    one (0.3-1.2 LU low on FSDD clips), which the standard excludes; a clip shorter than one block is
+    one block over its length (pyloudnorm refuses it at the standard block size).
+    """
     import pyloudnorm
 
-    return float(pyloudnorm.Meter(fs_hz).integrated_loudness(audio))
+    audio = np.asarray(audio, dtype=np.float64)
+    block = int(round(0.4 * fs_hz))
+    if audio.size < block:
+        meter = pyloudnorm.Meter(fs_hz, filter_class="DeMan", block_size=audio.size / fs_hz)
+        return float(meter.integrated_loudness(audio))
+    whole = block + (audio.size - block) // (block // 4) * (block // 4)
+    return float(pyloudnorm.Meter(fs_hz, filter_class="DeMan").integrated_loudness(audio[:whole]))
 
 
 def _trim(audio: np.ndarray, fs_hz: int, cfg: SpeechConfig) -> np.ndarray:
@@ -175,8 +189,7 @@ def speech_floor(path: Path, cfg: SpeechConfig, lufs: Callable[[np.ndarray, int]
 def choose_loudness(paths: list[Path], cfg: SpeechConfig) -> tuple[str, Callable, float, dict[str, float]]:
     """The faster of pyloudnorm and ``loudness_lufs`` on these files, if they agree within 0.1 LU.
 
-    Returns (name, function, largest disagreement in LU, seconds per implementation). pyloudnorm
-    refuses audio shorter than one 400 ms block; those files are compared on the project's value only.
+    Returns (name, function, largest disagreement in LU, seconds per implementation).
     """
     import soundfile as sf
 
