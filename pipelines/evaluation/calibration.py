@@ -114,11 +114,18 @@ def fit_temperature_bias(logits: np.ndarray, targets: np.ndarray, max_iter: int 
     at a bound, ``b`` is refitted at that ``T``; at ``T_MAX`` (the logits carry no positive information
     on validation) the probabilities are close to the validation prevalence. ``(1.0, 0.0)`` when there
     is nothing to fit (no samples, or a single class).
+
+    The targets are Platt's (1999, section 2.2) ``(N+ + 1) / (N+ + 2)`` and ``1 / (N- + 2)`` instead of 1
+    and 0: on a small validation split that the logits separate (one positive, say) the 0/1 targets
+    have no finite optimum and would send ``T`` to its lower bound and ``b`` far out.
     """
     z = torch.as_tensor(np.asarray(logits, dtype=np.float64)).ravel()
     y = torch.as_tensor(np.asarray(targets, dtype=np.float64)).ravel()
     if z.numel() == 0 or bool((y == y[0]).all()):
         return 1.0, 0.0
+    n_pos = float(y.sum())
+    n_neg = float(y.numel()) - n_pos
+    y = torch.where(y > 0.5, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
     loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
 
     def fit(log_t: torch.Tensor, bias: torch.Tensor, params: list[torch.Tensor]) -> None:
