@@ -9,6 +9,7 @@ Errors are values here: a decoder failure on odd input becomes a rejected outcom
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import gc
@@ -91,6 +92,27 @@ def _run_one(item: Any) -> Outcome:
     return _JOB.process(item, _JOB)
 
 
+def _run_chunk(chunk: list[Any]) -> list[Outcome]:
+    return [_run_one(item) for item in chunk]
+
+
+# Local pool. Files whose results may be in flight at once per worker (running, queued or done but
+# not yet yielded): this bounds the decoded arrays held in memory whatever the chunk size.
+FILES_IN_FLIGHT_PER_WORKER = 32
+# Chunks per worker that ``chunk_size`` aims for: a worker that draws slow files is not left alone
+# with a long last chunk while the others wait.
+CHUNKS_PER_WORKER = 4
+
+
+def chunk_size(n_items: int, workers: int, minimum: int = 1) -> int:
+    """Files per task: ``CHUNKS_PER_WORKER`` chunks per worker, at least ``minimum`` and at most half
+    of a worker's in-flight files (so every worker always has a chunk queued behind the running one).
+    Per-task overhead (pickling, a round trip to the worker) is what larger chunks save: on 200 tiny
+    speech files chunks of 16 use ~8 % less CPU than chunks of 4."""
+    balanced = -(-n_items // max(1, workers * CHUNKS_PER_WORKER))
+    return max(minimum, min(balanced, FILES_IN_FLIGHT_PER_WORKER // 2))
+
+
 def shown_path(rel: str, job: Job) -> str:
     return sources.pseudonymous_path(rel, job.salt) if job.hash_paths else rel
 
@@ -155,7 +177,13 @@ def _map(
     job: Job, items: list[Any], workers: int, chunksize: int, executor: str = "local", ray_address: str = ""
 ) -> Iterator[Outcome]:
     """Outcomes in input order (deterministic shards), computed by ``workers`` processes or by Ray tasks
-    (the same ``job.process`` per file; the driver writes every output either way)."""
+    (the same ``job.process`` per file; the driver writes every output either way).
+
+    The local pool sends ``chunk_size(len(items), workers, chunksize)`` files per task and keeps at most
+    ``FILES_IN_FLIGHT_PER_WORKER`` files per worker submitted and not yet yielded: the next chunk is
+    submitted as soon as the oldest one is yielded (as ``ray_map`` does), so no worker waits for a batch
+    to drain and the memory held does not grow with the chunk size. Closing the iterator early cancels
+    the chunks not yet started."""
     try:
         check_executor(executor)
     except ValueError as err:
@@ -171,18 +199,28 @@ def _map(
     frozen_by_caller = gc.get_freeze_count() > 0
     gc.freeze()
     try:
-        if workers <= 1 or len(items) <= chunksize:
+        chunk = chunk_size(len(items), workers, chunksize)
+        if workers <= 1 or len(items) <= chunk:
             _init_worker(job)
             yield from map(_run_one, items)
             return
         # fork: workers inherit the imported readers and the job; no re-import per worker.
         context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        window = workers * chunksize * 8  # bounds the results (arrays) held in memory at once
+        max_chunks = max(2 * workers, workers * FILES_IN_FLIGHT_PER_WORKER // chunk)
+        pending: collections.deque[concurrent.futures.Future] = collections.deque()
         with concurrent.futures.ProcessPoolExecutor(
             max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(job,)
         ) as pool:
-            for start in range(0, len(items), window):
-                yield from pool.map(_run_one, items[start : start + window], chunksize=chunksize)
+            try:
+                for start in range(0, len(items), chunk):
+                    pending.append(pool.submit(_run_chunk, items[start : start + chunk]))
+                    if len(pending) >= max_chunks:
+                        yield from pending.popleft().result()
+                while pending:
+                    yield from pending.popleft().result()
+            finally:
+                for future in pending:  # stopped early: chunks not started are dropped, not run
+                    future.cancel()
     finally:
         if not frozen_by_caller:
             gc.unfreeze()
