@@ -55,7 +55,13 @@ class PreprocessConfig:
         default="data_cards", metadata={"help": "where data cards are written"}
     )
     workers: int = dataclasses.field(default=0, metadata={"help": "worker processes (0: all cores)"})
-    chunksize: int = dataclasses.field(default=4, metadata={"help": "files per task sent to a worker"})
+    chunksize: int = dataclasses.field(
+        default=4,
+        metadata={
+            "help": "at least this many files per task sent to a worker (the local pool raises it to about "
+            "4 tasks per worker, at most 16)"
+        },
+    )
     executor: str = dataclasses.field(
         default="local", metadata={"help": "local (process pool) or ray (Ray tasks; needs .[scale])"}
     )
