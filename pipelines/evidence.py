@@ -324,6 +324,8 @@ def whisper_baselines(
             f"whisper-{best_of}", scores.best_of(digits) == truth, chance, cfg.bootstrap_resamples, cfg.seed
         ),
     ]
+    # What Whisper wrote, per file in the same order: its errors ("Hey.", "hero") can be read back.
+    results[0]["transcripts"] = list(scores.transcripts)
     if len(digits) == 10:
         results.append(
             method_result(

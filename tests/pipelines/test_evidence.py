@@ -123,6 +123,7 @@ def test_quick_evidence_runs_end_to_end_and_writes_a_summary(shared_data, tmp_pa
     whisper = {r["method"]: r for r in fold["whisper"]}
     assert set(whisper) == {"whisper-greedy", "whisper-best-of-ten", "whisper-best-of-ten-numerals"}
     assert all(r["n_test"] == 20 and len(r["correct"]) == 20 for r in whisper.values())
+    assert len(whisper["whisper-greedy"]["transcripts"]) == 20
     methods = [r["method"] for r in evidence["fsdd"]["comparison"]["methods"]]
     assert methods[:2] == ["cwcl", "cwcl-frozen"] and "whisper-best-of-ten" in methods
     assert (
