@@ -323,12 +323,17 @@ def finding_verdict(
 _STATUS_CLASS = {DETECTABLE: "detectable", NOT_RELIABLE: "unreliable", NOT_EVALUABLE: "not-evaluable"}
 
 
-def _findings(result: ClassificationResult) -> list[dict[str, Any]]:
+def _findings(result: ClassificationResult, uninformative: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The summary's verdict per finding; ``uninformative``: findings whose score the validation split
+    ranked at or below chance (calibration could not fit it), never called detectable."""
     findings = []
     for label, res in result.per_class.items():
         status, reason = finding_verdict(
             res.counts.positive, res.counts.negative, res.metrics["auroc"], res.ci["auroc"]
         )
+        if label in uninformative and status != NOT_EVALUABLE:
+            status = NOT_RELIABLE
+            reason = f"{reason}; the validation split ranks it at or below chance"
         findings.append(
             {
                 "finding": label,
@@ -355,11 +360,13 @@ def task_context(
     description: str = "",
     multiclass: Mapping[str, Any] | None = None,
     display: Mapping[str, str] | None = None,
+    uninformative: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A ``tasks`` entry from a ``metrics.ClassificationResult`` (the numbers the stage logs).
     ``multiclass``: ``{"classes", "n", "accuracy", "accuracy_ci", "chance", "confusion",
     "ece_top_label", "ece_top_label_calibrated"}`` for a multi-class task; ``display``: the words a
-    clinician knows a finding by, where they differ from its label."""
+    clinician knows a finding by, where they differ from its label; ``uninformative``: findings the
+    validation split ranked at or below chance (``TaskResult.uninformative``)."""
     rows = []
     for label, res in result.per_class.items():
         row: dict[str, Any] = {
@@ -381,7 +388,7 @@ def task_context(
         "threshold_method": result.threshold_method,
         "n_resamples": result.n_resamples,
         "rows": rows,
-        "findings": _findings(result),
+        "findings": _findings(result, uninformative),
         "display": dict(display or {}),
         "macro": {**result.macro, **{f"{s}_ci": result.macro_ci[s] for s in CLASS_STATS}},
         "micro": dict(result.micro),
@@ -852,6 +859,7 @@ def evaluation_context(
             _temperature_text(tr, val_split),
             multiclass=_multiclass_context(tr.multiclass),
             display=display_names(tr.result.per_class),
+            uninformative=tr.uninformative,
         )
         for name, tr in evaluation["tasks"].items()
     ]

@@ -242,3 +242,18 @@ def test_headline_figures_that_do_not_clear_chance_are_greyed_and_say_so(tmp_pat
     _, version_text = registry_descriptions({"model": {"version": 1}, "tasks": [task]}, "r.html")
     assert "an interval that includes chance (0.500)." in version_text
     assert "(95% CI 0.300–0.450), an interval that lies at or below chance (0.500);" in version_text
+
+
+def test_a_finding_the_validation_split_ranks_at_chance_is_never_called_detectable():
+    """A test-split CI above chance is not enough when the validation split ranked the finding at or
+    below chance (calibration flagged it uninformative): the summary says so instead."""
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(30), np.zeros(30)]
+    scores = {"effusion": y + rng.normal(0, 0.3, 60), "edema": y + rng.normal(0, 0.3, 60)}
+    result = M.evaluate_classification({c: y for c in scores}, scores, n_resamples=100, seed=0)
+    plain = {f["finding"]: f for f in task_context("xray", result)["findings"]}
+    assert plain["effusion"]["status"] == plain["edema"]["status"] == DETECTABLE
+    flagged = {f["finding"]: f for f in task_context("xray", result, uninformative=["effusion"])["findings"]}
+    assert flagged["effusion"]["status"] == NOT_RELIABLE
+    assert flagged["effusion"]["reason"].endswith("; the validation split ranks it at or below chance")
+    assert flagged["edema"] == plain["edema"]
