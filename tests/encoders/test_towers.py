@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModel
@@ -222,3 +224,83 @@ def test_text_tower_defaults_to_the_offline_minilm_with_mean_pooling(make_tower,
         *tower.pretrained_features(["heart failure", "cardiac failure"]), dim=0
     )
     assert similarity > 0.5  # the real pretrained model, not random weights
+
+
+def resnet_tower(make_tower, mode: str = "full", **overrides):
+    """A tiny ResNet image tower: a stem of 8 channels, two one-block stages of 8 and 16 channels."""
+    values = dict(
+        image_arch="resnet", resnet_embedding_size=8, resnet_hidden_sizes=[8, 16], resnet_depths=[1, 1]
+    )
+    return make_tower("image", mode, **{**values, **overrides})
+
+
+@pytest.mark.parametrize("mode", ["full", "frozen"])
+def test_resnet_image_tower_round_trips_save_and_load(mode, make_tower, tmp_path):
+    tower = build_tower(resnet_tower(make_tower, mode))
+    tower.train()(torch.rand(4, 1, 32, 32))  # move the batch-norm running statistics off their init
+    tower.eval()
+    pixels = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    expected = tower(pixels)
+    assert tower.hidden_size == 16 and expected.shape == (2, 16) and torch.isfinite(expected).all()
+    tower.save(tmp_path)
+    loaded = load_tower(tower.config, tmp_path).eval()
+    torch.testing.assert_close(loaded(pixels), expected)
+
+
+def test_resnet_image_tower_accepts_any_input_size_and_grey_equals_rgb(make_tower):
+    tower = build_tower(resnet_tower(make_tower)).eval()
+    for height, width in [(32, 32), (48, 40), (64, 64)]:
+        grey = torch.rand(2, 1, height, width)
+        features = tower(grey)
+        assert features.shape == (2, 16)
+        torch.testing.assert_close(features, tower(grey.repeat(1, 3, 1, 1)))
+
+
+def test_resnet_full_tuning_trains_every_parameter_from_the_first_conv(make_tower):
+    tower = build_tower(resnet_tower(make_tower, "full")).train()
+    tower(torch.rand(3, 1, 32, 32)).square().sum().backward()
+    stem = tower.base_model.embedder.embedder.convolution.weight
+    assert stem.grad is not None and stem.grad.abs().sum() > 0
+    assert all(p.requires_grad and p.grad is not None for p in tower.parameters())
+
+
+def test_resnet_tower_loads_a_local_pretrained_resnet_with_its_normalisation(make_tower, tmp_path):
+    from transformers import ResNetConfig, ResNetModel
+
+    torch.manual_seed(0)
+    source = ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8, 24], depths=[1, 1])).eval()
+    source.save_pretrained(tmp_path)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # an ImageNet processor's values
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": mean, "image_std": std}))
+    tower = build_tower(resnet_tower(make_tower, "frozen", pretrained=str(tmp_path))).eval()
+    assert tower.hidden_size == 24
+    pixels = torch.rand(2, 3, 32, 32)
+    normalised = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close(tower(pixels), source(pixel_values=normalised).pooler_output.flatten(1))
+
+
+def test_image_tower_refuses_pretrained_weights_of_another_arch(make_tower, tmp_path):
+    from transformers import ResNetConfig, ResNetModel
+
+    ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1])).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="image_arch"):
+        build_tower(make_tower("image", "frozen", pretrained=str(tmp_path)))
+
+
+def test_multimodal_model_with_a_resnet_image_tower_round_trips(make_config, make_tower, tmp_path):
+    from encoders import MultimodalConfig, MultimodalModel
+
+    config = make_config({"image": "full"})
+    config.towers["image"] = resnet_tower(make_tower, "full")
+    model = MultimodalModel(config)
+    model.train()
+    model.encode("image", torch.rand(4, 1, 32, 32))  # batch-norm running statistics move
+    model.eval()
+    pixels = torch.rand(2, 1, 32, 32)
+    expected = model.encode("image", pixels)
+    assert expected.shape == (2, config.embed_dim)
+    model.save_pretrained(tmp_path)
+    loaded = MultimodalModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.towers["image"] == config.towers["image"]
+    assert MultimodalConfig.from_dict(config.to_dict()) == config
+    torch.testing.assert_close(loaded.encode("image", pixels), expected)
