@@ -27,8 +27,20 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only what training changes (adapters, heads, logit scale, fully tuned towers): frozen bases are
-    rebuilt from their pretrained weights, which keeps checkpoints small."""
+    rebuilt from their pretrained weights, which keeps checkpoints small.
+
+    Training also changes the persistent buffers of a module it tunes: a batch norm's running mean,
+    variance and batch count (the ResNet X-ray tower) are part of the state, or a resumed run and the
+    best checkpoint would normalise with statistics from another step."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
+    for prefix, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            skip = getattr(module, "_non_persistent_buffers_set", set())
+            names.update(
+                f"{prefix}.{b}" if prefix else b
+                for b, _ in module.named_buffers(recurse=False)
+                if b not in skip
+            )
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
 
 

@@ -227,6 +227,8 @@ def train(cfg: TrainConfig, tracker: Any | None = None) -> TrainResult:
     model = MultimodalModel(cfg.model).to(device)
     encoder: nn.Module = ViewEncoder(model, cfg.views)
     if dist.world_size > 1:
+        if device.type == "cuda":  # batch norm (ResNet X-ray tower) sees the global batch, as the loss does
+            encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
         encoder = nn.parallel.DistributedDataParallel(
             encoder, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
