@@ -164,21 +164,13 @@ def header_code_cells(dx: Any = "", scp_codes: Any = "") -> dict[str, float]:
 def view_label_table(dataset: Any, view: str, names: list[str]) -> Any:
     """``names`` columns of ``view``'s rows (pandas, NaN = unknown): the manifest's own cells (report
     labeller, adapter), and where a cell is empty, the row's header diagnosis codes
-    (:func:`header_code_cells`). Rows without codes (reports) keep their cells as they are."""
-    table = dataset.labels(view, list(names))
-    codes = dataset.labels(view, list(HEADER_CODE_COLUMNS))
-    for key, row in codes.iterrows():
-        if table.loc[key].notna().all():
-            continue
-        cells = header_code_cells(row["dx"], row["scp_codes"])
-        for name in names:
-            if name in cells and (table.at[key, name] is None or table.at[key, name] != table.at[key, name]):
-                table.at[key, name] = cells[name]
-    return table
+    (:func:`manifest_label_table`). Rows without codes (reports) keep their cells as they are."""
+    return manifest_label_table(dataset.labels(view, [*names, *HEADER_CODE_COLUMNS]), names)
 
 
 def manifest_label_table(frame: Any, names: list[str]) -> Any:
-    """The same for a manifest frame (one row per sample), e.g. to find labels with positives."""
+    """``names`` columns of a frame with one row per sample (a manifest, or a view's rows) as floats: its
+    own cells, and where a cell is empty, the row's header diagnosis codes (:func:`header_code_cells`)."""
     out = frame.reindex(columns=list(names)).astype(float)
     codes = frame.reindex(columns=list(HEADER_CODE_COLUMNS))
     for i, (dx, scp) in enumerate(codes.itertuples(index=False)):
