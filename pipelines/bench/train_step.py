@@ -33,7 +33,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -51,6 +50,7 @@ from encoders import (
 from encoders.config import LoraSettings, MultimodalConfig, TowerConfig
 from pipelines.training.config import OptimConfig
 from pipelines.training.loop import build_optimizer, optimizer_name
+from pipelines.training.precision import native_bf16_flags
 
 
 @dataclasses.dataclass
@@ -242,11 +242,7 @@ def native_bf16() -> tuple[bool, str]:
     """Whether bf16 matmuls run natively here, and why: CUDA, or the CPU flags avx512_bf16 / amx_bf16."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported(), "CUDA"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False, "no /proc/cpuinfo"
-    found = [flag for flag in ("amx_bf16", "avx512_bf16") if f" {flag}" in flags]
+    found = sorted(native_bf16_flags())
     return bool(found), ", ".join(found) if found else "no avx512_bf16/amx_bf16 (bf16 emulated)"
 
 

@@ -37,9 +37,14 @@ def cpu_flags(cpuinfo: str) -> set[str]:
     return flags
 
 
+def native_bf16_flags(cpuinfo: str | None = None) -> set[str]:
+    """The flags by which the CPU computes bf16 in hardware (empty: bf16 is emulated)."""
+    return cpu_flags(_cpuinfo() if cpuinfo is None else cpuinfo) & NATIVE_BF16_FLAGS
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether the CPU computes bf16 in hardware (AVX-512 BF16 or AMX-BF16)."""
-    return bool(cpu_flags(_cpuinfo() if cpuinfo is None else cpuinfo) & NATIVE_BF16_FLAGS)
+    return bool(native_bf16_flags(cpuinfo))
 
 
 def resolve_precision(precision: str, device: torch.device, cpuinfo: str | None = None) -> Precision:
